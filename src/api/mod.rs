@@ -1,0 +1,156 @@
+//! The HTTP API: routes, shared state, and the helpers every handler uses
+//! (authentication, body reading, JSON parsing).
+
+mod hooks;
+mod resources;
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use crate::delivery::Waker;
+use crate::delivery::destination::Guard;
+use crate::error::ApiError;
+use crate::secrets;
+use crate::store::{Caller, Store};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub waker: Waker,
+    pub guard: Arc<Guard>,
+    /// Base of resource URLs, without a trailing slash.
+    pub base_url: String,
+    pub max_body_bytes: usize,
+    pub max_document_bytes: usize,
+    pub max_target_url_length: usize,
+    pub max_subscriptions_per_user: u32,
+}
+
+/// Registers every route.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(healthz))
+        .service(
+            web::resource("/v2/hooks")
+                .route(web::post().to(hooks::subscribe))
+                .route(web::get().to(hooks::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v2/hooks/{id}")
+                .route(web::delete().to(hooks::unsubscribe))
+                .route(web::get().to(hooks::show))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v2/{kind}")
+                .route(web::post().to(resources::create))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v2/{kind}/{id}")
+                .route(web::get().to(resources::show))
+                .route(web::patch().to(resources::update))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {} {}", request.method(), request.path())))
+}
+
+async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed(format!(
+        "method {} is not allowed on {}",
+        request.method(),
+        request.path()
+    )))
+}
+
+/// Authenticates a request by its `key` and `domain` headers.
+pub async fn authenticate(request: &HttpRequest, state: &web::Data<AppState>) -> Result<Caller, ApiError> {
+    let header = |name: &str| -> Result<String, ApiError> {
+        let value = request
+            .headers()
+            .get(name)
+            .ok_or_else(|| ApiError::Unauthorized(format!("missing header `{name}`; send your API key in `key` and your domain in `domain`")))?;
+        value
+            .to_str()
+            .map(|text| text.trim().to_owned())
+            .map_err(|_| ApiError::Unauthorized(format!("header `{name}` is not valid text")))
+    };
+    let key = header("key")?;
+    let domain = header("domain")?;
+    if !secrets::looks_like_api_key(&key) {
+        return Err(ApiError::Unauthorized(
+            "invalid API key: a key is 40 lowercase hex characters".into(),
+        ));
+    }
+
+    let store = state.store.clone();
+    let found = web::block(move || store.authenticate(&key, &domain)).await??;
+    found.ok_or_else(|| ApiError::Unauthorized("invalid API key or domain, or the key was revoked".into()))
+}
+
+/// Reads the whole request body, stopping with 413 as soon as it passes
+/// `limit` bytes.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("request body is over the limit of {limit} bytes; send less"));
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|error| match error {
+            actix_web::error::PayloadError::Overflow => too_large(),
+            other => ApiError::BadRequest(format!("cannot read the request body: {other}")),
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parses a body as a JSON object, whatever the `Content-Type` says.
+pub fn parse_object(body: &[u8], example: &str) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(format!("request body is empty; send a JSON object like {example}")));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|error| ApiError::BadRequest(format!("request body is not valid UTF-8 ({error}); send UTF-8 JSON")))?;
+    let value: Value = serde_json::from_str(text).map_err(|error| {
+        ApiError::BadRequest(format!("request body is not valid JSON ({error}); send a JSON object like {example}"))
+    })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(ApiError::BadRequest(format!(
+            "request body is a JSON {}, not an object; send a JSON object like {example}",
+            json_type(&other)
+        ))),
+    }
+}
+
+/// The JSON type name of a value, for error messages.
+pub fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}

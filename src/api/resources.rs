@@ -1,0 +1,196 @@
+//! `/v2/<kind>`: create, fetch and update resources. Creating a resource or
+//! completing a task or subtask queues notifications in the same
+//! transaction.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Map, Value};
+
+use super::{AppState, authenticate, json_type, parse_object, read_body};
+use crate::error::ApiError;
+use crate::events::Kind;
+use crate::store::{Change, ResourceError};
+
+/// Fields hookd sets; a client cannot.
+const SERVER_FIELDS: [&str; 4] = ["id", "created_by", "created_at", "updated_at"];
+
+fn parse_kind(text: &str) -> Result<Kind, ApiError> {
+    Kind::parse(text).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no resource kind {text:?}; use one of projects, tasks, subtasks, clients, events"
+        ))
+    })
+}
+
+fn example(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Projects => r#"{"name": "Website relaunch"}"#,
+        Kind::Tasks => r#"{"name": "Write the brief"}"#,
+        Kind::Subtasks => r#"{"name": "Collect quotes", "task_id": "<task id>"}"#,
+        Kind::Clients => r#"{"name": "Acme Ltd"}"#,
+        Kind::Events => r#"{"title": "Kick-off", "start": "2026-12-04T10:00:00Z"}"#,
+    }
+}
+
+/// The fields each kind requires, as (name, what it holds).
+fn required_fields(kind: Kind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        Kind::Projects | Kind::Tasks | Kind::Clients => &[("name", "a non-empty string")],
+        Kind::Subtasks => &[("name", "a non-empty string"), ("task_id", "the id of a task")],
+        Kind::Events => &[("title", "a non-empty string"), ("start", "an RFC 3339 time")],
+    }
+}
+
+/// Checks a whole document of `kind`, hookd's own fields excluded. Returns
+/// the error sentence for the client.
+fn validate_document(kind: Kind, fields: &Map<String, Value>, max_bytes: usize) -> Result<(), String> {
+    for (name, _) in required_fields(kind) {
+        match fields.get(*name) {
+            None | Some(Value::Null) => {
+                return Err(format!(
+                    "missing field `{name}`; a {} needs it, as in {}",
+                    singular(kind),
+                    example(kind)
+                ));
+            }
+            Some(Value::String(text)) if !text.trim().is_empty() => {}
+            Some(Value::String(_)) => return Err(format!("field `{name}` must not be empty")),
+            Some(other) => return Err(format!("field `{name}` must be a string, not a {}", json_type(other))),
+        }
+    }
+    if kind == Kind::Events {
+        let start = fields.get("start").and_then(Value::as_str).unwrap_or_default();
+        if humantime::parse_rfc3339_weak(start).is_err() {
+            return Err(format!(
+                "field `start` {start:?} is not an RFC 3339 time; write it like \"2026-12-04T10:00:00Z\""
+            ));
+        }
+    }
+    if kind.completed_event().is_some() {
+        if let Some(value) = fields.get("completed") {
+            if !value.is_boolean() {
+                return Err(format!("field `completed` must be true or false, not a {}", json_type(value)));
+            }
+        }
+    }
+    let size = Value::Object(fields.clone()).to_string().len();
+    if size > max_bytes {
+        return Err(format!(
+            "the {} document is {size} bytes, over the limit of {max_bytes}; store less in it",
+            singular(kind)
+        ));
+    }
+    Ok(())
+}
+
+fn singular(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Projects => "project",
+        Kind::Tasks => "task",
+        Kind::Subtasks => "subtask",
+        Kind::Clients => "client",
+        Kind::Events => "event",
+    }
+}
+
+fn reject_server_fields(fields: &Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(name) = SERVER_FIELDS.iter().find(|name| fields.contains_key(**name)) {
+        return Err(ApiError::BadRequest(format!("field `{name}` is set by hookd; remove it from the request")));
+    }
+    Ok(())
+}
+
+fn resource_error(error: ResourceError, kind: Kind, id: &str) -> ApiError {
+    match error {
+        ResourceError::Invalid(message) => ApiError::BadRequest(message),
+        ResourceError::NotFound => ApiError::NotFound(format!("no {} with id {id:?}", singular(kind))),
+        ResourceError::Store(error) => error.into(),
+    }
+}
+
+fn document_response(mut response: actix_web::HttpResponseBuilder, document: String) -> HttpResponse {
+    response.content_type("application/json").body(document)
+}
+
+fn after_change(state: &AppState, change: &Change) {
+    if change.notifications > 0 {
+        state.waker.wake();
+    }
+}
+
+pub async fn create(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let kind = parse_kind(&path.into_inner())?;
+    let caller = authenticate(&request, &state).await?;
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let fields = parse_object(&body, example(kind))?;
+    reject_server_fields(&fields)?;
+    validate_document(kind, &fields, state.max_document_bytes).map_err(ApiError::BadRequest)?;
+
+    let store = state.store.clone();
+    let base_url = state.base_url.clone();
+    let change = web::block(move || store.create_resource(&caller, kind, fields, base_url))
+        .await?
+        .map_err(|error| resource_error(error, kind, ""))?;
+    after_change(&state, &change);
+
+    let mut response = HttpResponse::Created();
+    response.insert_header(("Location", format!("/v2/{kind}/{}", change.resource.id)));
+    Ok(document_response(response, change.resource.document))
+}
+
+pub async fn show(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (kind, id) = path.into_inner();
+    let kind = parse_kind(&kind)?;
+    let caller = authenticate(&request, &state).await?;
+    let store = state.store.clone();
+    let lookup = id.clone();
+    let resource = web::block(move || store.get_resource(caller.domain_id, kind, &lookup)).await??;
+    match resource {
+        Some(resource) => Ok(document_response(HttpResponse::Ok(), resource.document)),
+        None => Err(ApiError::NotFound(format!("no {} with id {id:?}", singular(kind)))),
+    }
+}
+
+pub async fn update(
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (kind, id) = path.into_inner();
+    let kind = parse_kind(&kind)?;
+    if kind.completed_event().is_none() {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "{kind} cannot be changed; PATCH works on tasks and subtasks"
+        )));
+    }
+    let caller = authenticate(&request, &state).await?;
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let patch = parse_object(&body, r#"{"completed": true}"#)?;
+    reject_server_fields(&patch)?;
+
+    let max_bytes = state.max_document_bytes;
+    let validator = Box::new(move |fields: &Map<String, Value>| {
+        let mut client_fields = fields.clone();
+        for name in SERVER_FIELDS {
+            client_fields.remove(name);
+        }
+        validate_document(kind, &client_fields, max_bytes)
+    });
+    let store = state.store.clone();
+    let base_url = state.base_url.clone();
+    let lookup = id.clone();
+    let change = web::block(move || store.patch_resource(&caller, kind, &lookup, patch, validator, base_url))
+        .await?
+        .map_err(|error| resource_error(error, kind, &id))?;
+    after_change(&state, &change);
+    Ok(document_response(HttpResponse::Ok(), change.resource.document))
+}

@@ -1,0 +1,262 @@
+//! The command line: `hookd serve` and the operator commands for domains,
+//! users, keys and subscriptions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::rfc3339;
+use crate::app::{Application, StartError};
+use crate::config::{CONFIG_ENV, Config, ConfigError};
+use crate::store::{AccountError, Store, StoreError};
+
+#[derive(Parser)]
+#[command(name = "hookd", version, about = "REST notification hooks (webhooks) for a project-management API")]
+struct Cli {
+    /// TOML config file; without one, the embedded defaults apply.
+    #[arg(long, global = true, value_name = "FILE", env = CONFIG_ENV)]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM or SIGINT.
+    Serve,
+    /// Validate a config file without starting anything.
+    CheckConfig {
+        /// The file to check; defaults to --config.
+        file: Option<PathBuf>,
+    },
+    /// Manage domains (accounts).
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Inspect subscriptions.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+}
+
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Create a domain.
+    Add { name: String },
+    /// List domains.
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print its first API key alone on stdout.
+    Add {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List users with their counts of active keys and subscriptions.
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Add an API key to a user and print it alone on stdout.
+    Add {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// List keys by id (the keys themselves are never stored).
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a key by its id or by the key itself. Revoking a user's last
+    /// key removes that user's subscriptions.
+    Revoke { key: String },
+}
+
+#[derive(Subcommand)]
+enum HooksCommand {
+    /// List active subscriptions.
+    List {
+        /// Include removed subscriptions with why they were removed.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error("invalid {what} {value:?}: {rule}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        rule: &'static str,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
+
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hookd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::CheckConfig { file } = &cli.command {
+        let path = file.as_ref().or(cli.config.as_ref());
+        Config::load(path.map(PathBuf::as_path))?;
+        match path {
+            Some(path) => println!("{} is valid", path.display()),
+            None => println!("the embedded defaults are valid"),
+        }
+        return Ok(());
+    }
+
+    let config = Config::load(cli.config.as_deref())?;
+    if let Command::Serve = cli.command {
+        log::info!("hookd {} starting", env!("CARGO_PKG_VERSION"));
+        return actix_web::rt::System::new().block_on(async move {
+            let application = Application::build(config, true)?;
+            application.run().await?;
+            Ok(())
+        });
+    }
+
+    let store = Store::open(&config.database_path(), config.synchronous)?;
+    let result = operate(&store, cli.command);
+    store.close();
+    result
+}
+
+fn operate(store: &Store, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve | Command::CheckConfig { .. } => unreachable!("handled before the store opens"),
+        Command::Domain(DomainCommand::Add { name }) => {
+            check_name("domain", &name)?;
+            store.create_domain(&name)?;
+            eprintln!("created domain {name:?}");
+        }
+        Command::Domain(DomainCommand::List) => {
+            for (name, created_at) in store.list_domains()? {
+                println!("{name}\tcreated {}", rfc3339(created_at));
+            }
+        }
+        Command::User(UserCommand::Add { domain, name }) => {
+            check_name("user name", &name)?;
+            let key = store.create_user(&domain, &name)?;
+            eprintln!("created user {name:?} in domain {domain:?}; its API key follows and is not shown again");
+            println!("{key}");
+        }
+        Command::User(UserCommand::List { domain }) => {
+            println!("DOMAIN\tUSER\tACTIVE_KEYS\tACTIVE_HOOKS\tCREATED");
+            for user in store.list_users(domain.as_deref())? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    user.domain,
+                    user.name,
+                    user.active_keys,
+                    user.active_subscriptions,
+                    rfc3339(user.created_at)
+                );
+            }
+        }
+        Command::Key(KeyCommand::Add { domain, user }) => {
+            let key = store.add_key(&domain, &user)?;
+            eprintln!("added an API key to user {user:?} in domain {domain:?}; it follows and is not shown again");
+            println!("{key}");
+        }
+        Command::Key(KeyCommand::List { domain, user }) => {
+            println!("ID\tDOMAIN\tUSER\tCREATED\tREVOKED");
+            for key in store.list_keys(domain.as_deref(), user.as_deref())? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.domain,
+                    key.user,
+                    rfc3339(key.created_at),
+                    key.revoked_at.map(rfc3339).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        Command::Key(KeyCommand::Revoke { key }) => {
+            let revoked = store.revoke_key(&key)?;
+            eprintln!(
+                "revoked key {}; removed {} subscriptions of a user left without keys",
+                revoked.key_id, revoked.subscriptions_removed
+            );
+        }
+        Command::Hooks(HooksCommand::List { all }) => {
+            println!("ID\tDOMAIN\tUSER\tEVENT\tCREATED\tREMOVED\tTARGET_HOST");
+            for (domain, user, subscription) in store.list_all_subscriptions(all)? {
+                // Only the host is shown: paths and queries may carry the
+                // receiver's secrets.
+                let host = url::Url::parse(&subscription.target_url)
+                    .ok()
+                    .and_then(|url| url.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let removed = match (subscription.removed_at, subscription.removed_reason) {
+                    (Some(at), Some(reason)) => format!("{} ({reason})", rfc3339(at)),
+                    _ => "-".into(),
+                };
+                println!(
+                    "{}\t{domain}\t{user}\t{}\t{}\t{removed}\t{host}",
+                    subscription.id,
+                    subscription.event,
+                    rfc3339(subscription.created_at)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Domain and user names: 1 to 253 characters of letters, digits, `.`, `-`
+/// and `_`, so they fit in an HTTP header unchanged.
+fn check_name(what: &'static str, name: &str) -> Result<(), CliError> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(CliError::Invalid {
+            what,
+            value: name.to_owned(),
+            rule: "use 1 to 253 letters, digits, '.', '-' or '_'",
+        })
+    }
+}

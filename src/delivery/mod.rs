@@ -1,0 +1,183 @@
+//! The delivery engine: a dispatcher claims due notifications from the
+//! outbox and feeds a bounded channel; sender threads make one HTTP attempt
+//! each and hand the outcome to the writer for recording.
+
+pub mod destination;
+mod dispatcher;
+pub mod policy;
+mod sender;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{error, info, warn};
+
+use crate::config::Config;
+use crate::store::{Claimed, Store};
+use destination::Guard;
+use policy::RetryPolicy;
+
+/// Everything the senders need from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub senders: usize,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+    pub retry: RetryPolicy,
+    pub guard: Arc<Guard>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Result<Settings, crate::config::ConfigError> {
+        let delivery = &config.delivery;
+        Ok(Settings {
+            senders: delivery.senders,
+            connect_timeout: delivery.connect_timeout,
+            timeout: delivery.timeout,
+            max_response_bytes: delivery.max_response_bytes,
+            retry: RetryPolicy {
+                max_attempts: delivery.max_attempts,
+                waits: delivery.retry_waits.clone(),
+                max_retry_after: delivery.max_retry_after,
+            },
+            guard: Arc::new(Guard::new(config.allowed_networks()?)),
+        })
+    }
+}
+
+/// Wakes the dispatcher when new notifications are due. Cheap to clone.
+#[derive(Clone)]
+pub struct Waker {
+    sender: Sender<()>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        // A full channel means a wake-up is already pending.
+        let _ = self.sender.try_send(());
+    }
+}
+
+/// State shared by the dispatcher and the senders.
+struct Shared {
+    store: Store,
+    settings: Settings,
+    stopping: AtomicBool,
+    waker: Waker,
+    /// Claimed notifications that were not sent because of a stop.
+    unsent: Mutex<Vec<String>>,
+}
+
+/// The running engine.
+pub struct Delivery {
+    shared: Arc<Shared>,
+    dispatcher: JoinHandle<()>,
+    senders: Vec<JoinHandle<()>>,
+    finished: Receiver<()>,
+}
+
+impl Delivery {
+    /// Returns notifications left in flight by an earlier run to the queue
+    /// and starts the dispatcher and the sender threads.
+    pub fn start(store: Store, settings: Settings) -> Result<Delivery, crate::store::StoreError> {
+        let requeued = store.requeue_in_flight()?;
+        if requeued > 0 {
+            info!("requeued {requeued} notifications left in flight by the previous run");
+        }
+
+        let (wake_sender, wake_receiver) = crossbeam_channel::bounded(1);
+        let (job_sender, job_receiver) = crossbeam_channel::bounded::<Claimed>(settings.senders * 4);
+        let (finished_sender, finished) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            store,
+            settings,
+            stopping: AtomicBool::new(false),
+            waker: Waker { sender: wake_sender },
+            unsent: Mutex::new(Vec::new()),
+        });
+
+        let senders = (0..shared.settings.senders)
+            .map(|index| {
+                let shared = shared.clone();
+                let jobs = job_receiver.clone();
+                let finished = finished_sender.clone();
+                std::thread::Builder::new()
+                    .name(format!("hookd-sender-{index}"))
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        sender::run(&shared, jobs);
+                        let _ = finished.send(());
+                    })
+                    .expect("failed to spawn a sender thread")
+            })
+            .collect();
+
+        let dispatcher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("hookd-dispatcher".into())
+                .spawn(move || dispatcher::run(&shared, wake_receiver, job_sender))
+                .expect("failed to spawn the dispatcher thread")
+        };
+
+        info!("delivery started with {} sender threads", shared.settings.senders);
+        shared.waker.wake();
+        Ok(Delivery {
+            shared,
+            dispatcher,
+            senders,
+            finished,
+        })
+    }
+
+    pub fn waker(&self) -> Waker {
+        self.shared.waker.clone()
+    }
+
+    /// True while the dispatcher and every sender thread run.
+    pub fn is_alive(&self) -> bool {
+        !self.dispatcher.is_finished() && self.senders.iter().all(|sender| !sender.is_finished())
+    }
+
+    /// Stops claiming work, lets attempts in flight finish within `grace`,
+    /// and returns claimed but unsent notifications to the queue. Attempts
+    /// still running after `grace` stay in flight in the database and are
+    /// sent again at the next start.
+    pub fn stop(self, grace: Duration) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.waker.wake();
+        if self.dispatcher.join().is_err() {
+            error!("dispatcher thread panicked");
+        }
+
+        let deadline = Instant::now() + grace;
+        let mut running = self.senders.len();
+        while running > 0 {
+            match self.finished.recv_deadline(deadline) {
+                Ok(()) => running -= 1,
+                Err(_) => break,
+            }
+        }
+        if running > 0 {
+            warn!("{running} delivery attempts still running after the grace period; they will be sent again at the next start");
+        } else {
+            for sender in self.senders {
+                let _ = sender.join();
+            }
+        }
+
+        let unsent = std::mem::take(&mut *self.shared.unsent.lock().unwrap_or_else(|poison| poison.into_inner()));
+        if !unsent.is_empty() {
+            let count = unsent.len();
+            match self.shared.store.release(unsent) {
+                Ok(()) => info!("returned {count} unsent notifications to the queue"),
+                Err(error) => error!("cannot return {count} unsent notifications to the queue: {error}; they are requeued at the next start"),
+            }
+        }
+        info!("delivery stopped");
+    }
+}

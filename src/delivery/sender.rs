@@ -1,0 +1,222 @@
+//! Sender threads: each takes a claimed notification, makes one HTTP
+//! attempt with its own ureq agent, and queues the outcome for recording.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use crossbeam_channel::Receiver;
+use log::{error, info, warn};
+use url::Url;
+
+use super::Shared;
+use super::destination::{GuardedResolver, find_refusal};
+use super::policy::{FailureClass, Outcome, classify_status, parse_retry_after, response_prefix};
+use crate::store::{AttemptResult, Claimed, NextStep, RecordedOutcome, now_ms, record_attempt};
+
+const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
+
+pub(super) fn run(shared: &Arc<Shared>, jobs: Receiver<Claimed>) {
+    let settings = &shared.settings;
+    // One agent per thread keeps each thread's connections alive without
+    // contending for a shared pool.
+    let agent = ureq::AgentBuilder::new()
+        .resolver(GuardedResolver::new(settings.guard.clone()))
+        .timeout_connect(settings.connect_timeout)
+        .timeout(settings.timeout)
+        .redirects(0)
+        .max_idle_connections(32)
+        .max_idle_connections_per_host(2)
+        .user_agent(USER_AGENT)
+        .build();
+
+    for claimed in jobs.iter() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            let mut unsent = shared.unsent.lock().unwrap_or_else(|poison| poison.into_inner());
+            unsent.push(claimed.notification_id);
+            continue;
+        }
+        deliver(shared, &agent, claimed);
+    }
+}
+
+/// The request body: exactly `{"resource_url": "<url>"}`.
+pub fn notification_body(resource_url: &str) -> String {
+    format!("{{\"resource_url\": {}}}", serde_json::Value::String(resource_url.to_owned()))
+}
+
+fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
+    let settings = &shared.settings;
+    let started_at = now_ms();
+    let clock = Instant::now();
+    let (outcome, body) = attempt(agent, &claimed, settings.max_response_bytes);
+    let duration_ms = clock.elapsed().as_millis() as i64;
+
+    let jitter = random_unit();
+    let next = settings.retry.next_step(&outcome, claimed.attempt, now_ms(), jitter);
+    let host = Url::parse(&claimed.target_url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    log_outcome(&claimed, &outcome, &next, &host, duration_ms);
+
+    let (response_prefix, response_truncated) = match body {
+        Some((text, truncated)) => (Some(text), truncated),
+        None => (None, false),
+    };
+    let error = match &outcome {
+        Outcome::Failed { detail, .. } => Some(detail.clone()),
+        _ => None,
+    };
+    let result = AttemptResult {
+        notification_id: claimed.notification_id.clone(),
+        subscription_id: claimed.subscription_id.clone(),
+        attempt: claimed.attempt,
+        started_at,
+        duration_ms,
+        outcome: outcome.label(),
+        status: outcome.status(),
+        error,
+        response_prefix,
+        response_truncated,
+        next,
+    };
+
+    let waker = shared.waker.clone();
+    let notification_id = claimed.notification_id;
+    let subscription_id = claimed.subscription_id;
+    let submitted = shared.store.writer().submit(
+        move |connection| record_attempt(connection, &result),
+        move |recorded| match recorded {
+            Ok(RecordedOutcome::Retry { .. }) => waker.wake(),
+            Ok(RecordedOutcome::SubscriptionRemoved { reason }) => {
+                error!("subscription removed hook={subscription_id} notification={notification_id} reason={reason}")
+            }
+            Ok(_) => {}
+            Err(error) => error!(
+                "cannot record attempt notification={notification_id} hook={subscription_id}: {error}; it is sent again after a restart"
+            ),
+        },
+    );
+    if let Err(error) = submitted {
+        error!("cannot record an attempt: {error}; the notification is sent again after a restart");
+    }
+}
+
+fn log_outcome(claimed: &Claimed, outcome: &Outcome, next: &NextStep, host: &str, duration_ms: i64) {
+    let status = outcome
+        .status()
+        .map(|status| status.to_string())
+        .unwrap_or_else(|| "-".into());
+    let line = format!(
+        "attempt notification={} hook={} event={} attempt={} host={host} outcome={} status={status} ms={duration_ms}",
+        claimed.notification_id,
+        claimed.subscription_id,
+        claimed.event,
+        claimed.attempt,
+        outcome.label(),
+    );
+    match (outcome, next) {
+        (Outcome::Delivered { .. }, _) => info!("{line}"),
+        (Outcome::Failed { detail, .. }, NextStep::RetryAt(due_at)) => {
+            warn!("{line} error={detail:?} retry_in_ms={}", due_at - now_ms())
+        }
+        (Outcome::Failed { detail, .. }, _) => warn!("{line} error={detail:?}"),
+        _ => warn!("{line}"),
+    }
+}
+
+/// Makes one HTTP attempt. Returns the outcome and, when the receiver
+/// answered, the first bytes of its body.
+fn attempt(agent: &ureq::Agent, claimed: &Claimed, max_response_bytes: usize) -> (Outcome, Option<(String, bool)>) {
+    let request = agent
+        .post(&claimed.target_url)
+        .set("Content-Type", "application/json")
+        .set("X-Hookd-Event", &claimed.event)
+        .set("X-Hookd-Subscription", &claimed.subscription_id)
+        .set("X-Hookd-Notification", &claimed.notification_id)
+        .set("X-Hookd-Attempt", &claimed.attempt.to_string());
+
+    let response = match request.send_string(&notification_body(&claimed.resource_url)) {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(ureq::Error::Transport(transport)) => return (classify_transport(&transport), None),
+    };
+
+    let status = response.status();
+    let retry_after = response
+        .header("Retry-After")
+        .and_then(|value| parse_retry_after(value, SystemTime::now()));
+    let location_host = response.header("Location").and_then(|location| {
+        Url::parse(&claimed.target_url)
+            .ok()
+            .and_then(|base| base.join(location).ok())
+            .and_then(|target| target.host_str().map(str::to_owned))
+    });
+    let outcome = classify_status(status, retry_after, location_host.as_deref());
+
+    // Read at most one byte past the limit, to know whether more was sent.
+    // A receiver that keeps sending is cut off here or by the attempt's
+    // deadline; the status already decided the outcome.
+    let mut body = Vec::new();
+    let _ = response
+        .into_reader()
+        .take(max_response_bytes as u64 + 1)
+        .read_to_end(&mut body);
+    (outcome, Some(response_prefix(&body, max_response_bytes)))
+}
+
+/// Classifies a failure before any HTTP status arrived. The detail never
+/// contains the target URL, whose query may carry secrets.
+fn classify_transport(transport: &ureq::Transport) -> Outcome {
+    let mut detail = transport.kind().to_string();
+    if let Some(message) = transport.message() {
+        detail.push_str(": ");
+        detail.push_str(message);
+    }
+    let mut source = std::error::Error::source(transport);
+    let mut timed_out = false;
+    while let Some(error) = source {
+        detail.push_str(": ");
+        detail.push_str(&error.to_string());
+        if let Some(io_error) = error.downcast_ref::<std::io::Error>() {
+            timed_out |= matches!(
+                io_error.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            );
+        }
+        source = error.source();
+    }
+
+    let lowered = detail.to_ascii_lowercase();
+    let class = if find_refusal(transport).is_some() {
+        FailureClass::DestinationNotAllowed
+    } else if timed_out || lowered.contains("timed out") {
+        FailureClass::Timeout
+    } else {
+        match transport.kind() {
+            ureq::ErrorKind::Dns => FailureClass::Dns,
+            ureq::ErrorKind::TooManyRedirects => FailureClass::Redirect,
+            _ if lowered.contains("tls") || lowered.contains("certificate") || lowered.contains("handshake") => {
+                FailureClass::Tls
+            }
+            ureq::ErrorKind::ConnectionFailed => FailureClass::Connect,
+            _ => FailureClass::Io,
+        }
+    };
+    Outcome::Failed {
+        class,
+        status: None,
+        detail,
+        retry_after: None,
+    }
+}
+
+/// A number in [0, 1) for retry jitter; it needs no cryptographic quality.
+fn random_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}

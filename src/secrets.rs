@@ -1,0 +1,46 @@
+//! Random identifiers and API keys, and the hash under which keys are stored.
+
+use sha2::{Digest, Sha256};
+
+/// Returns `bytes` random bytes from the operating system as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    // The OS random source failing means the system cannot issue secrets at all.
+    getrandom::fill(&mut buffer).expect("the operating system's random source failed");
+    hex::encode(buffer)
+}
+
+/// A new identifier with 128 random bits, unguessable by clients.
+pub fn new_id() -> String {
+    random_hex(16)
+}
+
+/// A new API key: 160 random bits as 40 lowercase hex characters.
+pub fn new_api_key() -> String {
+    random_hex(20)
+}
+
+/// The stored form of an API key. Keys carry 160 random bits, so a plain
+/// SHA-256 cannot be reversed by guessing and a slow password hash would only
+/// cost time on every request.
+pub fn hash_api_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// True when `text` has the form of an API key (40 lowercase hex characters).
+pub fn looks_like_api_key(text: &str) -> bool {
+    text.len() == 40 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_has_expected_form() {
+        let key = new_api_key();
+        assert!(looks_like_api_key(&key), "{key}");
+        assert_ne!(key, new_api_key());
+        assert_eq!(hash_api_key(&key).len(), 32);
+    }
+}

@@ -1,0 +1,193 @@
+//! Storage: the SQLite file, its schema, and every SQL statement hookd runs.
+//! Reads use an r2d2 pool; writes go through the single writer thread.
+
+mod accounts;
+mod hooks;
+mod outbox;
+mod resources;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::info;
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+pub use accounts::{AccountError, Caller, KeyInfo, Revoked, UserInfo};
+pub use hooks::{AttemptRecord, NewSubscription, SubscribeError, Subscription};
+pub use outbox::{AttemptResult, Claimed, NextStep, RecordedOutcome, record_attempt};
+pub use resources::{Change, Resource, ResourceError, Validator};
+pub use writer::Writer;
+
+use crate::config::Synchronous;
+
+/// The schema this binary applies, and the version it records.
+const SCHEMA: &str = include_str!("../../schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(Arc<rusqlite::Error>),
+    #[error("no database connection available: {0}")]
+    Pool(Arc<r2d2::Error>),
+    #[error("the database writer has stopped")]
+    WriterStopped,
+    #[error("database schema version {found} is newer than this hookd supports ({supported}); run a newer hookd")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("cannot create data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(error))
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(error: r2d2::Error) -> Self {
+        StoreError::Pool(Arc::new(error))
+    }
+}
+
+impl StoreError {
+    /// True when the database rejected a write because a unique index
+    /// already holds the value.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Sqlite(error) if matches!(
+            error.as_ref(),
+            rusqlite::Error::SqliteFailure(failure, _)
+                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        ))
+    }
+
+    /// True when the failure is the storage's state rather than the request:
+    /// a full disk, a read-only file, a busy database or a stopped writer.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::WriterStopped | StoreError::Pool(_) => true,
+            StoreError::Sqlite(error) => matches!(
+                error.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The database: a read pool and the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<SqliteConnectionManager>,
+    writer: Writer,
+    writer_thread: Arc<Mutex<Option<writer::WriterThread>>>,
+}
+
+/// Milliseconds since the Unix epoch, UTC.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const BUSY_TIMEOUT_MS: u32 = 5000;
+
+fn configure(connection: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
+    let synchronous = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    connection.execute_batch(&format!(
+        "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA synchronous = {synchronous};"
+    ))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, applies the schema
+    /// and starts the writer thread.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| StoreError::DataDir {
+                path: parent.display().to_string(),
+                message: error.to_string(),
+            })?;
+        }
+
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        configure(&connection, synchronous)?;
+        migrate(&connection)?;
+
+        let manager = SqliteConnectionManager::file(path)
+            .with_init(move |connection| configure(connection, synchronous));
+        let pool = Pool::builder().max_size(16).build(manager)?;
+
+        let (writer, writer_thread) = Writer::start(connection);
+        Ok(Store {
+            pool,
+            writer,
+            writer_thread: Arc::new(Mutex::new(Some(writer_thread))),
+        })
+    }
+
+    /// A pooled connection for reads.
+    pub fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Commits queued writes and stops the writer thread. Later writes fail
+    /// with `WriterStopped`.
+    pub fn close(&self) {
+        let thread = self.writer_thread.lock().map(|mut slot| slot.take());
+        if let Ok(Some(thread)) = thread {
+            thread.stop();
+        }
+    }
+
+    /// Runs SQLite's integrity check and returns its first line (`ok` when
+    /// the file is sound).
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let connection = self.reader()?;
+        Ok(connection.query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
+    }
+}
+
+/// Applies the embedded schema to an empty database and checks the version
+/// of an existing one.
+fn migrate(connection: &Connection) -> Result<(), StoreError> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        connection.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+        info!("database schema created at version {SCHEMA_VERSION}");
+    }
+    // NOTE: later schema versions add their upgrade steps here, each in its
+    // own transaction that also raises user_version.
+    Ok(())
+}

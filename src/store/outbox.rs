@@ -1,0 +1,204 @@
+//! The outbox: claiming due notifications for delivery and recording what
+//! each attempt did.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError, now_ms};
+
+/// A notification claimed for one delivery attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub notification_id: String,
+    pub subscription_id: String,
+    pub event: String,
+    pub target_url: String,
+    pub resource_url: String,
+    /// This attempt's number, starting at 1.
+    pub attempt: u32,
+}
+
+/// What to do with a notification after an attempt, decided by the
+/// delivery policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    Delivered,
+    /// Remove the subscription for `reason` (`receiver_gone` or
+    /// `attempts_exhausted`); the notification ends as failed.
+    RemoveSubscription { reason: &'static str },
+    /// Try again at this time (milliseconds since the epoch, UTC).
+    RetryAt(i64),
+}
+
+/// One finished attempt, as the recorder stores it.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub notification_id: String,
+    pub subscription_id: String,
+    pub attempt: u32,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub outcome: &'static str,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_prefix: Option<String>,
+    pub response_truncated: bool,
+    pub next: NextStep,
+}
+
+/// What recording an attempt changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordedOutcome {
+    Delivered,
+    SubscriptionRemoved { reason: &'static str },
+    Retry { due_at: i64 },
+    /// The subscription was removed while the attempt ran; nothing was
+    /// rescheduled.
+    AlreadyCancelled,
+}
+
+impl Store {
+    /// Marks up to `limit` due notifications in flight and returns them,
+    /// oldest due first.
+    pub fn claim_due(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        self.writer().write(move |connection| {
+            let now = now_ms();
+            let claimed: Vec<Claimed> = connection
+                .prepare_cached(
+                    "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts
+                     FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
+                     WHERE n.state = 'pending' AND n.due_at <= ?1
+                     ORDER BY n.due_at LIMIT ?2",
+                )?
+                .query_map(params![now, limit as i64], |row| {
+                    Ok(Claimed {
+                        notification_id: row.get(0)?,
+                        subscription_id: row.get(1)?,
+                        event: row.get(2)?,
+                        target_url: row.get(3)?,
+                        resource_url: row.get(4)?,
+                        attempt: row.get::<_, u32>(5)? + 1,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+
+            let mut mark = connection.prepare_cached("UPDATE notifications SET state = 'in_flight' WHERE id = ?1")?;
+            for notification in &claimed {
+                mark.execute(params![notification.notification_id])?;
+            }
+            Ok(claimed)
+        })
+    }
+
+    /// The earliest due time of a pending notification, if any.
+    pub fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        let connection = self.reader()?;
+        let due: Option<i64> = connection
+            .prepare_cached("SELECT min(due_at) FROM notifications WHERE state = 'pending'")?
+            .query_row([], |row| row.get(0))?;
+        Ok(due)
+    }
+
+    /// Returns notifications left in flight (by a crash or a stop before
+    /// they were sent) to the queue, due at once. Returns how many.
+    pub fn requeue_in_flight(&self) -> Result<usize, StoreError> {
+        self.writer().write(|connection| {
+            Ok(connection.execute("UPDATE notifications SET state = 'pending' WHERE state = 'in_flight'", [])?)
+        })
+    }
+
+    /// Returns claimed notifications that were never sent to the queue.
+    pub fn release(&self, notification_ids: Vec<String>) -> Result<(), StoreError> {
+        self.writer().write(move |connection| {
+            let mut release = connection
+                .prepare_cached("UPDATE notifications SET state = 'pending' WHERE id = ?1 AND state = 'in_flight'")?;
+            for id in &notification_ids {
+                release.execute(params![id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Counts notifications by state, for operators and tests.
+    pub fn count_notifications(&self, state: &str) -> Result<i64, StoreError> {
+        let connection = self.reader()?;
+        Ok(connection.query_row(
+            "SELECT count(*) FROM notifications WHERE state = ?1",
+            params![state],
+            |row| row.get(0),
+        )?)
+    }
+}
+
+/// Stores one attempt and applies its next step, inside the writer's
+/// transaction.
+pub fn record_attempt(connection: &Connection, result: &AttemptResult) -> Result<RecordedOutcome, StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO attempts (notification_id, number, started_at, duration_ms, outcome, status, error,
+                                   response_prefix, response_truncated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            result.notification_id,
+            result.attempt,
+            result.started_at,
+            result.duration_ms,
+            result.outcome,
+            result.status,
+            result.error,
+            result.response_prefix,
+            result.response_truncated
+        ])?;
+
+    let state: Option<String> = connection
+        .prepare_cached("SELECT state FROM notifications WHERE id = ?1")?
+        .query_row(params![result.notification_id], |row| row.get(0))
+        .optional()?;
+    if state.as_deref() != Some("in_flight") {
+        return Ok(RecordedOutcome::AlreadyCancelled);
+    }
+
+    let now = now_ms();
+    match &result.next {
+        NextStep::Delivered => {
+            connection
+                .prepare_cached("UPDATE notifications SET state = 'delivered', finished_at = ?1 WHERE id = ?2")?
+                .execute(params![now, result.notification_id])?;
+            Ok(RecordedOutcome::Delivered)
+        }
+        NextStep::RemoveSubscription { reason } => {
+            connection
+                .prepare_cached(
+                    "UPDATE notifications SET state = 'failed', attempts = ?1, finished_at = ?2 WHERE id = ?3",
+                )?
+                .execute(params![result.attempt, now, result.notification_id])?;
+            remove_subscription(connection, &result.subscription_id, reason, now)?;
+            Ok(RecordedOutcome::SubscriptionRemoved { reason })
+        }
+        NextStep::RetryAt(due_at) => {
+            connection
+                .prepare_cached(
+                    "UPDATE notifications SET state = 'pending', attempts = ?1, due_at = ?2 WHERE id = ?3",
+                )?
+                .execute(params![result.attempt, due_at, result.notification_id])?;
+            Ok(RecordedOutcome::Retry { due_at: *due_at })
+        }
+    }
+}
+
+/// Marks a subscription removed for `reason` and cancels its notifications
+/// that are pending or in flight. Returns false if it was already removed.
+pub fn remove_subscription(connection: &Connection, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+    let removed = connection
+        .prepare_cached(
+            "UPDATE subscriptions SET removed_at = ?1, removed_reason = ?2 WHERE id = ?3 AND removed_at IS NULL",
+        )?
+        .execute(params![now, reason, id])?;
+    connection
+        .prepare_cached(
+            "UPDATE notifications SET state = 'cancelled', finished_at = ?1
+             WHERE subscription_id = ?2 AND state IN ('pending', 'in_flight')",
+        )?
+        .execute(params![now, id])?;
+    Ok(removed > 0)
+}

@@ -1,0 +1,197 @@
+//! Resources (projects, tasks, subtasks, clients, events) and the
+//! notifications their changes create in the same transaction.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use super::{Store, StoreError, now_ms};
+use crate::events::{Event, Kind};
+use crate::store::Caller;
+
+/// A stored resource: its id and the JSON document the API returns.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub id: String,
+    pub kind: Kind,
+    pub document: String,
+}
+
+/// The result of a create or update: the resource and how many
+/// notifications the change queued.
+#[derive(Debug)]
+pub struct Change {
+    pub resource: Resource,
+    pub notifications: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// The document is invalid; the text says which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("resource not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for ResourceError {
+    fn from(error: rusqlite::Error) -> Self {
+        ResourceError::Store(StoreError::from(error))
+    }
+}
+
+/// Checks a whole document before it is stored; returns the error sentence.
+pub type Validator = Box<dyn FnOnce(&Map<String, Value>) -> Result<(), String> + Send>;
+
+fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+impl Store {
+    /// Stores a new resource for the caller and queues a notification for
+    /// each of the caller's subscriptions to its kind's creation event.
+    pub fn create_resource(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        mut fields: Map<String, Value>,
+        base_url: String,
+    ) -> Result<Change, ResourceError> {
+        let caller = caller.clone();
+        self.writer().write(move |connection| {
+            if kind == Kind::Subtasks {
+                let task_id = fields.get("task_id").and_then(Value::as_str).unwrap_or_default();
+                if !resource_exists(connection, caller.domain_id, Kind::Tasks, task_id)? {
+                    return Err(ResourceError::Invalid(format!(
+                        "field `task_id`: task {task_id:?} not found in this domain; create the task first"
+                    )));
+                }
+            }
+
+            let id = crate::secrets::new_id();
+            let now = now_ms();
+            fields.insert("id".into(), Value::String(id.clone()));
+            fields.insert("created_by".into(), Value::String(caller.user_name.clone()));
+            fields.insert("created_at".into(), Value::String(rfc3339(now)));
+            fields.insert("updated_at".into(), Value::String(rfc3339(now)));
+            let completed = fields.get("completed") == Some(&Value::Bool(true));
+            let document = Value::Object(fields).to_string();
+
+            connection
+                .prepare_cached(
+                    "INSERT INTO resources (id, kind, domain_id, user_id, document, completed, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                )?
+                .execute(params![id, kind.as_str(), caller.domain_id, caller.user_id, document, completed, now])?;
+
+            let resource_url = format!("{base_url}/v2/{kind}/{id}");
+            let notifications = queue_notifications(connection, caller.user_id, kind.created_event(), &resource_url, now)?;
+            Ok(Change {
+                resource: Resource { id, kind, document },
+                notifications,
+            })
+        })
+    }
+
+    /// A resource of the caller's domain.
+    pub fn get_resource(&self, domain_id: i64, kind: Kind, id: &str) -> Result<Option<Resource>, StoreError> {
+        let connection = self.reader()?;
+        let document: Option<String> = connection
+            .prepare_cached("SELECT document FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3")?
+            .query_row(params![id, kind.as_str(), domain_id], |row| row.get(0))
+            .optional()?;
+        Ok(document.map(|document| Resource {
+            id: id.to_owned(),
+            kind,
+            document,
+        }))
+    }
+
+    /// Merges `patch` into a resource of the caller's domain: a field set to
+    /// null is removed, any other value replaces the field. A change of
+    /// `completed` from not true to true queues the kind's completion event
+    /// for the caller's subscriptions, once.
+    pub fn patch_resource(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        id: &str,
+        patch: Map<String, Value>,
+        validate: Validator,
+        base_url: String,
+    ) -> Result<Change, ResourceError> {
+        let caller = caller.clone();
+        let id = id.to_owned();
+        self.writer().write(move |connection| {
+            let stored: Option<(String, bool)> = connection
+                .prepare_cached("SELECT document, completed FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3")?
+                .query_row(params![id, kind.as_str(), caller.domain_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let Some((document, was_completed)) = stored else {
+                return Err(ResourceError::NotFound);
+            };
+            let mut fields: Map<String, Value> = serde_json::from_str(&document)
+                .map_err(|error| StoreError::from(rusqlite::Error::ToSqlConversionFailure(Box::new(error))))?;
+
+            for (name, value) in patch {
+                if value.is_null() {
+                    fields.remove(&name);
+                } else {
+                    fields.insert(name, value);
+                }
+            }
+            validate(&fields).map_err(ResourceError::Invalid)?;
+
+            let now = now_ms();
+            fields.insert("updated_at".into(), Value::String(rfc3339(now)));
+            let completed = fields.get("completed") == Some(&Value::Bool(true));
+            let document = Value::Object(fields).to_string();
+            connection
+                .prepare_cached("UPDATE resources SET document = ?1, completed = ?2, updated_at = ?3 WHERE id = ?4")?
+                .execute(params![document, completed, now, id])?;
+
+            let mut notifications = 0;
+            if completed && !was_completed {
+                if let Some(event) = kind.completed_event() {
+                    let resource_url = format!("{base_url}/v2/{kind}/{id}");
+                    notifications = queue_notifications(connection, caller.user_id, event, &resource_url, now)?;
+                }
+            }
+            Ok(Change {
+                resource: Resource { id, kind, document },
+                notifications,
+            })
+        })
+    }
+}
+
+fn resource_exists(connection: &Connection, domain_id: i64, kind: Kind, id: &str) -> Result<bool, StoreError> {
+    let found: Option<i64> = connection
+        .prepare_cached("SELECT 1 FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3")?
+        .query_row(params![id, kind.as_str(), domain_id], |row| row.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Queues one notification for each of the user's active subscriptions to
+/// `event`, due now. One statement covers any fan-out.
+fn queue_notifications(
+    connection: &Connection,
+    user_id: i64,
+    event: Event,
+    resource_url: &str,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let inserted = connection
+        .prepare_cached(
+            "INSERT INTO notifications (id, subscription_id, event, resource_url, state, attempts, due_at, created_at)
+             SELECT lower(hex(randomblob(16))), id, event, ?1, 'pending', 0, ?2, ?2
+             FROM subscriptions WHERE user_id = ?3 AND event = ?4 AND removed_at IS NULL",
+        )?
+        .execute(params![resource_url, now, user_id, event.as_str()])?;
+    Ok(inserted)
+}

@@ -1,0 +1,188 @@
+//! The single writer thread. SQLite allows one writer at a time, so every
+//! write goes through this thread, which commits whatever has queued up in
+//! one transaction (group commit) and answers each caller after the commit.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{error, info};
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Runs after the transaction holding a job's writes has ended, with the
+/// commit's error if the commit failed.
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// One write: runs inside a savepoint and returns whether it succeeded and
+/// what to do once the commit is known. It gets an error in place of the
+/// connection when its transaction could not begin.
+type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Completion) + Send>;
+
+/// Largest number of jobs committed in one transaction.
+const MAX_BATCH: usize = 2048;
+
+enum Message {
+    Job(Job),
+    Stop,
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    sender: Sender<Message>,
+}
+
+pub struct WriterThread {
+    sender: Sender<Message>,
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the writer thread on its own connection.
+    pub fn start(connection: Connection) -> (Writer, WriterThread) {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("hookd-writer".into())
+            .spawn(move || run(connection, receiver))
+            .expect("failed to spawn the writer thread");
+        (
+            Writer { sender: sender.clone() },
+            WriterThread { sender, thread },
+        )
+    }
+
+    /// Runs `work` in the next group commit and returns its result once the
+    /// transaction holding it has committed. If `work` fails, its writes are
+    /// rolled back and the other jobs of the batch still commit.
+    pub fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = crossbeam_channel::bounded::<Result<T, E>>(1);
+        let job: Job = Box::new(move |connection| {
+            let result = match connection {
+                Ok(connection) => work(connection),
+                Err(error) => Err(E::from(error)),
+            };
+            let succeeded = result.is_ok();
+            let completion: Completion = Box::new(move |commit_error| {
+                let outcome = match (result, commit_error) {
+                    (Ok(_), Some(error)) => Err(E::from(error.clone())),
+                    (result, _) => result,
+                };
+                // The caller may have given up waiting; nothing to do then.
+                let _ = reply.send(outcome);
+            });
+            (succeeded, completion)
+        });
+        self.sender
+            .send(Message::Job(job))
+            .map_err(|_| E::from(StoreError::WriterStopped))?;
+        answer.recv().map_err(|_| E::from(StoreError::WriterStopped))?
+    }
+
+    /// Queues `work` without waiting for it. `then` runs after the commit
+    /// with the job's result, or with the commit's error.
+    pub fn submit<T, F, C>(&self, work: F, then: C) -> Result<(), StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(Result<T, StoreError>) + Send + 'static,
+    {
+        let job: Job = Box::new(move |connection| {
+            let result = match connection {
+                Ok(connection) => work(connection),
+                Err(error) => Err(error),
+            };
+            let succeeded = result.is_ok();
+            let completion: Completion = Box::new(move |commit_error| match (result, commit_error) {
+                (Ok(_), Some(error)) => then(Err(error.clone())),
+                (result, _) => then(result),
+            });
+            (succeeded, completion)
+        });
+        self.sender
+            .send(Message::Job(job))
+            .map_err(|_| StoreError::WriterStopped)
+    }
+}
+
+impl WriterThread {
+    /// Commits what is queued, then stops the thread. Jobs sent later fail
+    /// with `WriterStopped`.
+    pub fn stop(self) {
+        let _ = self.sender.send(Message::Stop);
+        if self.thread.join().is_err() {
+            error!("writer thread panicked");
+        }
+    }
+}
+
+fn run(connection: Connection, receiver: Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let first = match receiver.recv() {
+            Ok(Message::Job(job)) => job,
+            Ok(Message::Stop) | Err(_) => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&connection, batch);
+    }
+    info!("writer stopped");
+}
+
+fn commit_batch(connection: &Connection, batch: Vec<Job>) {
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        let error = StoreError::from(error);
+        error!("cannot begin a write transaction for {} writes: {error}", batch.len());
+        for job in batch {
+            let (_, completion) = job(Err(error.clone()));
+            completion(None);
+        }
+        return;
+    }
+
+    let mut completions = Vec::with_capacity(batch.len());
+    for job in batch {
+        completions.push(run_in_savepoint(connection, job));
+    }
+
+    let commit_error = connection.execute_batch("COMMIT").err().map(StoreError::from);
+    if let Some(error) = &commit_error {
+        error!("commit of {} writes failed: {error}", completions.len());
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    for completion in completions {
+        completion(commit_error.as_ref());
+    }
+}
+
+fn run_in_savepoint(connection: &Connection, job: Job) -> Completion {
+    if let Err(error) = connection.execute_batch("SAVEPOINT job") {
+        let (_, completion) = job(Err(StoreError::from(error)));
+        return completion;
+    }
+    let (succeeded, completion) = job(Ok(connection));
+    let end = if succeeded {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    if let Err(error) = connection.execute_batch(end) {
+        error!("cannot end a savepoint: {error}");
+    }
+    completion
+}
