@@ -32,9 +32,15 @@ pub enum StartError {
     #[error(transparent)]
     Account(#[from] AccountError),
     #[error("cannot listen on {address}: {source}; choose a free address with `listen`")]
-    Listen { address: SocketAddr, source: std::io::Error },
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot write the first API key to {path}: {source}")]
-    KeyFile { path: PathBuf, source: std::io::Error },
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Server(std::io::Error),
 }
@@ -81,7 +87,9 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap(middleware::Logger::new("request peer=%a request=\"%r\" status=%s bytes=%b ms=%D"))
+                .wrap(middleware::Logger::new(
+                    "request peer=%a request=\"%r\" status=%s bytes=%b ms=%D",
+                ))
                 .configure(api::configure)
         })
         .shutdown_timeout(config.shutdown_grace.as_secs().max(1));

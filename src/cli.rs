@@ -12,7 +12,11 @@ use crate::config::{CONFIG_ENV, Config, ConfigError};
 use crate::store::{AccountError, Store, StoreError};
 
 #[derive(Parser)]
-#[command(name = "hookd", version, about = "REST notification hooks (webhooks) for a project-management API")]
+#[command(
+    name = "hookd",
+    version,
+    about = "REST notification hooks (webhooks) for a project-management API"
+)]
 struct Cli {
     /// TOML config file; without one, the embedded defaults apply.
     #[arg(long, global = true, value_name = "FILE", env = CONFIG_ENV)]
@@ -121,8 +125,13 @@ enum CliError {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
+    let default_level = if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
 
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,7 +171,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
 
 fn operate(store: &Store, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve | Command::CheckConfig { .. } => unreachable!("handled before the store opens"),
+        Command::Serve | Command::CheckConfig { .. } => {
+            unreachable!("handled before the store opens")
+        }
         Command::Domain(DomainCommand::Add { name }) => {
             check_name("domain", &name)?;
             store.create_domain(&name)?;
@@ -176,7 +187,9 @@ fn operate(store: &Store, command: Command) -> Result<(), CliError> {
         Command::User(UserCommand::Add { domain, name }) => {
             check_name("user name", &name)?;
             let key = store.create_user(&domain, &name)?;
-            eprintln!("created user {name:?} in domain {domain:?}; its API key follows and is not shown again");
+            eprintln!(
+                "created user {name:?} in domain {domain:?}; its API key follows and is not shown again"
+            );
             println!("{key}");
         }
         Command::User(UserCommand::List { domain }) => {
@@ -194,7 +207,9 @@ fn operate(store: &Store, command: Command) -> Result<(), CliError> {
         }
         Command::Key(KeyCommand::Add { domain, user }) => {
             let key = store.add_key(&domain, &user)?;
-            eprintln!("added an API key to user {user:?} in domain {domain:?}; it follows and is not shown again");
+            eprintln!(
+                "added an API key to user {user:?} in domain {domain:?}; it follows and is not shown again"
+            );
             println!("{key}");
         }
         Command::Key(KeyCommand::List { domain, user }) => {

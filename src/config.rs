@@ -162,12 +162,13 @@ impl Config {
             apply_env_override(&mut table, &name, &value)?;
         }
 
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error: toml::de::Error| ConfigError::Env {
-                name: "HOOKD_*".into(),
-                message: error.to_string(),
-            })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|error: toml::de::Error| ConfigError::Env {
+                    name: "HOOKD_*".into(),
+                    message: error.to_string(),
+                })?;
         config.validate()?;
         Ok(config)
     }
@@ -191,10 +192,16 @@ impl Config {
             }
         }
         if self.max_body_bytes < 1024 {
-            return Err(invalid("max_body_bytes", format!("{} is below the minimum of 1024", self.max_body_bytes)));
+            return Err(invalid(
+                "max_body_bytes",
+                format!("{} is below the minimum of 1024", self.max_body_bytes),
+            ));
         }
         if self.max_document_bytes < 256 {
-            return Err(invalid("max_document_bytes", format!("{} is below the minimum of 256", self.max_document_bytes)));
+            return Err(invalid(
+                "max_document_bytes",
+                format!("{} is below the minimum of 256", self.max_document_bytes),
+            ));
         }
         if self.max_target_url_length < 64 {
             return Err(invalid(
@@ -205,19 +212,29 @@ impl Config {
 
         let delivery = &self.delivery;
         if delivery.senders == 0 || delivery.senders > 4096 {
-            return Err(invalid("delivery.senders", format!("{} is outside 1 to 4096", delivery.senders)));
+            return Err(invalid(
+                "delivery.senders",
+                format!("{} is outside 1 to 4096", delivery.senders),
+            ));
         }
         if delivery.max_attempts == 0 || delivery.max_attempts > 100 {
-            return Err(invalid("delivery.max_attempts", format!("{} is outside 1 to 100", delivery.max_attempts)));
+            return Err(invalid(
+                "delivery.max_attempts",
+                format!("{} is outside 1 to 100", delivery.max_attempts),
+            ));
         }
         if delivery.max_attempts > 1 && delivery.retry_waits.is_empty() {
             return Err(invalid(
                 "delivery.retry_waits",
-                "is empty but max_attempts allows retries; give at least one wait such as [\"1m\"]".into(),
+                "is empty but max_attempts allows retries; give at least one wait such as [\"1m\"]"
+                    .into(),
             ));
         }
         if delivery.timeout.is_zero() || delivery.connect_timeout.is_zero() {
-            return Err(invalid("delivery.timeout", "timeouts must be greater than zero".into()));
+            return Err(invalid(
+                "delivery.timeout",
+                "timeouts must be greater than zero".into(),
+            ));
         }
         if delivery.connect_timeout > delivery.timeout {
             return Err(invalid(
@@ -260,7 +277,9 @@ impl Config {
                     .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
                     .map_err(|_| ConfigError::Invalid {
                         key: "delivery.allowed_networks",
-                        message: format!("{text:?} is not a network; write it in CIDR form like \"10.20.0.0/16\""),
+                        message: format!(
+                            "{text:?} is not a network; write it in CIDR form like \"10.20.0.0/16\""
+                        ),
                     })
             })
             .collect()
@@ -312,8 +331,9 @@ fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> Resul
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|error| format!("invalid duration {text:?} ({error}); write it like \"30s\", \"5m\" or \"250ms\""))
+    humantime::parse_duration(text).map_err(|error| {
+        format!("invalid duration {text:?} ({error}); write it like \"30s\", \"5m\" or \"250ms\"")
+    })
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {

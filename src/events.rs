@@ -13,7 +13,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Projects, Kind::Tasks, Kind::Subtasks, Kind::Clients, Kind::Events];
+    pub const ALL: [Kind; 5] = [
+        Kind::Projects,
+        Kind::Tasks,
+        Kind::Subtasks,
+        Kind::Clients,
+        Kind::Events,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -29,7 +29,10 @@ pub fn hash_api_key(key: &str) -> Vec<u8> {
 
 /// True when `text` has the form of an API key (40 lowercase hex characters).
 pub fn looks_like_api_key(text: &str) -> bool {
-    text.len() == 40 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    text.len() == 40
+        && text
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use crate::error::ApiError;
 use crate::events::Event;
 use crate::store::{AttemptRecord, NewSubscription, SubscribeError, Subscription};
 
-const SUBSCRIBE_EXAMPLE: &str = r#"{"target_url": "https://example.com/hooks", "event": "new_task"}"#;
+const SUBSCRIBE_EXAMPLE: &str =
+    r#"{"target_url": "https://example.com/hooks", "event": "new_task"}"#;
 
 /// Recent attempts shown with one subscription.
 const ATTEMPTS_SHOWN: u32 = 20;
@@ -42,7 +43,10 @@ fn attempt_json(attempt: &AttemptRecord) -> Value {
 }
 
 /// Reads a required string field of the subscribe body.
-fn string_field<'a>(body: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
+fn string_field<'a>(
+    body: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, ApiError> {
     match body.get(name) {
         None => Err(ApiError::BadRequest(format!(
             "missing field `{name}`; send a JSON object like {SUBSCRIBE_EXAMPLE}"
@@ -67,9 +71,13 @@ pub async fn subscribe(
     let target_url = string_field(&body, "target_url")?;
     let event_name = string_field(&body, "event")?;
     let event = Event::parse(event_name).ok_or_else(|| {
-        ApiError::BadRequest(format!("unknown event {event_name:?}; use one of {}", Event::names()))
+        ApiError::BadRequest(format!(
+            "unknown event {event_name:?}; use one of {}",
+            Event::names()
+        ))
     })?;
-    let target = parse_target(target_url, state.max_target_url_length, &state.guard).map_err(ApiError::BadRequest)?;
+    let target = parse_target(target_url, state.max_target_url_length, &state.guard)
+        .map_err(ApiError::BadRequest)?;
 
     let new = NewSubscription {
         user_id: caller.user_id,
@@ -120,7 +128,9 @@ pub async fn unsubscribe(
     let lookup = id.clone();
     let removed = web::block(move || store.delete_subscription(user_id, &lookup)).await??;
     if !removed {
-        return Err(ApiError::NotFound(format!("no active subscription with id {id:?}")));
+        return Err(ApiError::NotFound(format!(
+            "no active subscription with id {id:?}"
+        )));
     }
     info!(
         "subscription removed hook={id} domain={} user={} reason=deleted",
@@ -129,7 +139,10 @@ pub async fn unsubscribe(
     Ok(HttpResponse::Ok().json(json!({ "id": id, "removed": true })))
 }
 
-pub async fn list(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&request, &state).await?;
     let store = state.store.clone();
     let subscriptions = web::block(move || store.list_subscriptions(caller.user_id)).await??;
@@ -146,9 +159,12 @@ pub async fn show(
     let id = path.into_inner();
     let store = state.store.clone();
     let lookup = id.clone();
-    let found = web::block(move || store.get_subscription(caller.user_id, &lookup, ATTEMPTS_SHOWN)).await??;
+    let found = web::block(move || store.get_subscription(caller.user_id, &lookup, ATTEMPTS_SHOWN))
+        .await??;
     let Some((subscription, attempts)) = found else {
-        return Err(ApiError::NotFound(format!("no subscription with id {id:?}")));
+        return Err(ApiError::NotFound(format!(
+            "no subscription with id {id:?}"
+        )));
     };
     let mut body = subscription_json(&subscription);
     body["recent_attempts"] = Value::Array(attempts.iter().map(attempt_json).collect());

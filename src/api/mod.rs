@@ -64,7 +64,11 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route for {} {}", request.method(), request.path())))
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.path()
+    )))
 }
 
 async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -76,12 +80,16 @@ async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiErr
 }
 
 /// Authenticates a request by its `key` and `domain` headers.
-pub async fn authenticate(request: &HttpRequest, state: &web::Data<AppState>) -> Result<Caller, ApiError> {
+pub async fn authenticate(
+    request: &HttpRequest,
+    state: &web::Data<AppState>,
+) -> Result<Caller, ApiError> {
     let header = |name: &str| -> Result<String, ApiError> {
-        let value = request
-            .headers()
-            .get(name)
-            .ok_or_else(|| ApiError::Unauthorized(format!("missing header `{name}`; send your API key in `key` and your domain in `domain`")))?;
+        let value = request.headers().get(name).ok_or_else(|| {
+            ApiError::Unauthorized(format!(
+                "missing header `{name}`; send your API key in `key` and your domain in `domain`"
+            ))
+        })?;
         value
             .to_str()
             .map(|text| text.trim().to_owned())
@@ -97,13 +105,19 @@ pub async fn authenticate(request: &HttpRequest, state: &web::Data<AppState>) ->
 
     let store = state.store.clone();
     let found = web::block(move || store.authenticate(&key, &domain)).await??;
-    found.ok_or_else(|| ApiError::Unauthorized("invalid API key or domain, or the key was revoked".into()))
+    found.ok_or_else(|| {
+        ApiError::Unauthorized("invalid API key or domain, or the key was revoked".into())
+    })
 }
 
 /// Reads the whole request body, stopping with 413 as soon as it passes
 /// `limit` bytes.
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge(format!("request body is over the limit of {limit} bytes; send less"));
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "request body is over the limit of {limit} bytes; send less"
+        ))
+    };
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|error| match error {
@@ -121,12 +135,19 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8
 /// Parses a body as a JSON object, whatever the `Content-Type` says.
 pub fn parse_object(body: &[u8], example: &str) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(format!("request body is empty; send a JSON object like {example}")));
+        return Err(ApiError::BadRequest(format!(
+            "request body is empty; send a JSON object like {example}"
+        )));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|error| ApiError::BadRequest(format!("request body is not valid UTF-8 ({error}); send UTF-8 JSON")))?;
+    let text = std::str::from_utf8(body).map_err(|error| {
+        ApiError::BadRequest(format!(
+            "request body is not valid UTF-8 ({error}); send UTF-8 JSON"
+        ))
+    })?;
     let value: Value = serde_json::from_str(text).map_err(|error| {
-        ApiError::BadRequest(format!("request body is not valid JSON ({error}); send a JSON object like {example}"))
+        ApiError::BadRequest(format!(
+            "request body is not valid JSON ({error}); send a JSON object like {example}"
+        ))
     })?;
     match value {
         Value::Object(map) => Ok(map),

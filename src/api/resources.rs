@@ -35,14 +35,24 @@ fn example(kind: Kind) -> &'static str {
 fn required_fields(kind: Kind) -> &'static [(&'static str, &'static str)] {
     match kind {
         Kind::Projects | Kind::Tasks | Kind::Clients => &[("name", "a non-empty string")],
-        Kind::Subtasks => &[("name", "a non-empty string"), ("task_id", "the id of a task")],
-        Kind::Events => &[("title", "a non-empty string"), ("start", "an RFC 3339 time")],
+        Kind::Subtasks => &[
+            ("name", "a non-empty string"),
+            ("task_id", "the id of a task"),
+        ],
+        Kind::Events => &[
+            ("title", "a non-empty string"),
+            ("start", "an RFC 3339 time"),
+        ],
     }
 }
 
 /// Checks a whole document of `kind`, hookd's own fields excluded. Returns
 /// the error sentence for the client.
-fn validate_document(kind: Kind, fields: &Map<String, Value>, max_bytes: usize) -> Result<(), String> {
+fn validate_document(
+    kind: Kind,
+    fields: &Map<String, Value>,
+    max_bytes: usize,
+) -> Result<(), String> {
     for (name, _) in required_fields(kind) {
         match fields.get(*name) {
             None | Some(Value::Null) => {
@@ -54,23 +64,33 @@ fn validate_document(kind: Kind, fields: &Map<String, Value>, max_bytes: usize) 
             }
             Some(Value::String(text)) if !text.trim().is_empty() => {}
             Some(Value::String(_)) => return Err(format!("field `{name}` must not be empty")),
-            Some(other) => return Err(format!("field `{name}` must be a string, not a {}", json_type(other))),
+            Some(other) => {
+                return Err(format!(
+                    "field `{name}` must be a string, not a {}",
+                    json_type(other)
+                ));
+            }
         }
     }
     if kind == Kind::Events {
-        let start = fields.get("start").and_then(Value::as_str).unwrap_or_default();
+        let start = fields
+            .get("start")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if humantime::parse_rfc3339_weak(start).is_err() {
             return Err(format!(
                 "field `start` {start:?} is not an RFC 3339 time; write it like \"2026-12-04T10:00:00Z\""
             ));
         }
     }
-    if kind.completed_event().is_some() {
-        if let Some(value) = fields.get("completed") {
-            if !value.is_boolean() {
-                return Err(format!("field `completed` must be true or false, not a {}", json_type(value)));
-            }
-        }
+    if kind.completed_event().is_some()
+        && let Some(value) = fields.get("completed")
+        && !value.is_boolean()
+    {
+        return Err(format!(
+            "field `completed` must be true or false, not a {}",
+            json_type(value)
+        ));
     }
     let size = Value::Object(fields.clone()).to_string().len();
     if size > max_bytes {
@@ -93,8 +113,13 @@ fn singular(kind: Kind) -> &'static str {
 }
 
 fn reject_server_fields(fields: &Map<String, Value>) -> Result<(), ApiError> {
-    if let Some(name) = SERVER_FIELDS.iter().find(|name| fields.contains_key(**name)) {
-        return Err(ApiError::BadRequest(format!("field `{name}` is set by hookd; remove it from the request")));
+    if let Some(name) = SERVER_FIELDS
+        .iter()
+        .find(|name| fields.contains_key(**name))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "field `{name}` is set by hookd; remove it from the request"
+        )));
     }
     Ok(())
 }
@@ -102,12 +127,17 @@ fn reject_server_fields(fields: &Map<String, Value>) -> Result<(), ApiError> {
 fn resource_error(error: ResourceError, kind: Kind, id: &str) -> ApiError {
     match error {
         ResourceError::Invalid(message) => ApiError::BadRequest(message),
-        ResourceError::NotFound => ApiError::NotFound(format!("no {} with id {id:?}", singular(kind))),
+        ResourceError::NotFound => {
+            ApiError::NotFound(format!("no {} with id {id:?}", singular(kind)))
+        }
         ResourceError::Store(error) => error.into(),
     }
 }
 
-fn document_response(mut response: actix_web::HttpResponseBuilder, document: String) -> HttpResponse {
+fn document_response(
+    mut response: actix_web::HttpResponseBuilder,
+    document: String,
+) -> HttpResponse {
     response.content_type("application/json").body(document)
 }
 
@@ -152,10 +182,14 @@ pub async fn show(
     let caller = authenticate(&request, &state).await?;
     let store = state.store.clone();
     let lookup = id.clone();
-    let resource = web::block(move || store.get_resource(caller.domain_id, kind, &lookup)).await??;
+    let resource =
+        web::block(move || store.get_resource(caller.domain_id, kind, &lookup)).await??;
     match resource {
         Some(resource) => Ok(document_response(HttpResponse::Ok(), resource.document)),
-        None => Err(ApiError::NotFound(format!("no {} with id {id:?}", singular(kind)))),
+        None => Err(ApiError::NotFound(format!(
+            "no {} with id {id:?}",
+            singular(kind)
+        ))),
     }
 }
 
@@ -188,9 +222,14 @@ pub async fn update(
     let store = state.store.clone();
     let base_url = state.base_url.clone();
     let lookup = id.clone();
-    let change = web::block(move || store.patch_resource(&caller, kind, &lookup, patch, validator, base_url))
-        .await?
-        .map_err(|error| resource_error(error, kind, &id))?;
+    let change = web::block(move || {
+        store.patch_resource(&caller, kind, &lookup, patch, validator, base_url)
+    })
+    .await?
+    .map_err(|error| resource_error(error, kind, &id))?;
     after_change(&state, &change);
-    Ok(document_response(HttpResponse::Ok(), change.resource.document))
+    Ok(document_response(
+        HttpResponse::Ok(),
+        change.resource.document,
+    ))
 }

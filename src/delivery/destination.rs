@@ -102,11 +102,18 @@ impl Guard {
                 });
             }
         }
-        if self.allowed.iter().any(|network| candidates.clone().any(|candidate| network.contains(candidate))) {
+        if self.allowed.iter().any(|network| {
+            candidates
+                .clone()
+                .any(|candidate| network.contains(candidate))
+        }) {
             return Ok(());
         }
         for candidate in candidates {
-            if let Some((_, range)) = REFUSED_NETWORKS.iter().find(|(network, _)| network.contains(candidate)) {
+            if let Some((_, range)) = REFUSED_NETWORKS
+                .iter()
+                .find(|(network, _)| network.contains(candidate))
+            {
                 return Err(Refused { address, range });
             }
             if *candidate == IpAddr::V4(Ipv4Addr::BROADCAST) {
@@ -132,7 +139,9 @@ fn embedded_ipv4(address: IpAddr) -> Option<Ipv4Addr> {
     let segments = v6.segments();
     let octets = v6.octets();
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]));
+        return Some(Ipv4Addr::new(
+            octets[12], octets[13], octets[14], octets[15],
+        ));
     }
     if segments[0] == 0x2002 {
         return Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]));
@@ -158,7 +167,10 @@ pub fn parse_target(text: &str, max_length: usize, guard: &Guard) -> Result<Targ
             text.len()
         ));
     }
-    if let Some(character) = text.chars().find(|character| character.is_control() || character.is_whitespace()) {
+    if let Some(character) = text
+        .chars()
+        .find(|character| character.is_control() || character.is_whitespace())
+    {
         return Err(format!(
             "target_url {text:?} contains the character {character:?}; remove whitespace and control characters"
         ));
@@ -176,7 +188,9 @@ pub fn parse_target(text: &str, max_length: usize, guard: &Guard) -> Result<Targ
         return Err("target_url must not contain user info (user:password@); pass credentials in the path or query instead".into());
     }
     if url.fragment().is_some() {
-        return Err(format!("target_url {text:?} has a fragment (#...), which is never sent; remove it"));
+        return Err(format!(
+            "target_url {text:?} has a fragment (#...), which is never sent; remove it"
+        ));
     }
 
     match url.host() {
@@ -231,7 +245,9 @@ impl ureq::Resolver for GuardedResolver {
             }
         }
         match first_refusal {
-            Some(refused) if allowed.is_empty() => Err(io::Error::new(io::ErrorKind::PermissionDenied, refused)),
+            Some(refused) if allowed.is_empty() => {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, refused))
+            }
             _ => Ok(allowed),
         }
     }
@@ -244,10 +260,12 @@ pub fn find_refusal<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<
         if let Some(refused) = error.downcast_ref::<Refused>() {
             return Some(refused);
         }
-        if let Some(io_error) = error.downcast_ref::<io::Error>() {
-            if let Some(refused) = io_error.get_ref().and_then(|inner| inner.downcast_ref::<Refused>()) {
-                return Some(refused);
-            }
+        if let Some(io_error) = error.downcast_ref::<io::Error>()
+            && let Some(refused) = io_error
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<Refused>())
+        {
+            return Some(refused);
         }
         current = error.source();
     }
@@ -298,16 +316,26 @@ mod tests {
 
     #[test]
     fn accepted_targets() {
-        for case in ["https://example.com/hooks", "http://93.184.215.14:8080/x?y=1", "http://[2606:4700::1]/"] {
+        for case in [
+            "https://example.com/hooks",
+            "http://93.184.215.14:8080/x?y=1",
+            "http://[2606:4700::1]/",
+        ] {
             assert!(!refused(case), "{case} was refused");
         }
     }
 
     #[test]
     fn allow_list_opens_loopback_not_metadata() {
-        let guard = Guard::new(vec!["127.0.0.0/8".parse().unwrap(), "169.254.0.0/16".parse().unwrap()]);
+        let guard = Guard::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "169.254.0.0/16".parse().unwrap(),
+        ]);
         assert!(parse_target("http://127.0.0.1:9000/", 2048, &guard).is_ok());
-        assert!(parse_target("http://localhost:9000/", 2048, &guard).is_err(), "::1 is still refused");
+        assert!(
+            parse_target("http://localhost:9000/", 2048, &guard).is_err(),
+            "::1 is still refused"
+        );
         assert!(parse_target("http://169.254.169.254/", 2048, &guard).is_err());
         assert!(parse_target("http://169.254.1.1/", 2048, &guard).is_ok());
     }
@@ -317,21 +345,49 @@ mod tests {
         let guard = Guard::default();
         let key = |text: &str| parse_target(text, 2048, &guard).unwrap().key;
         assert_eq!(key("HTTP://Example.COM:80"), key("http://example.com/"));
-        assert_eq!(key("https://example.com:443/a"), key("https://EXAMPLE.com/a"));
+        assert_eq!(
+            key("https://example.com:443/a"),
+            key("https://EXAMPLE.com/a")
+        );
         assert_ne!(key("https://example.com/a"), key("https://example.com/a/"));
-        assert_ne!(key("https://example.com/a?x=1"), key("https://example.com/a"));
-        assert_eq!(key("http://[2606:4700:0::1]/"), key("http://[2606:4700::1]/"));
-        assert_eq!(key("http://bücher.example/"), key("http://xn--bcher-kva.example/"));
+        assert_ne!(
+            key("https://example.com/a?x=1"),
+            key("https://example.com/a")
+        );
+        assert_eq!(
+            key("http://[2606:4700:0::1]/"),
+            key("http://[2606:4700::1]/")
+        );
+        assert_eq!(
+            key("http://bücher.example/"),
+            key("http://xn--bcher-kva.example/")
+        );
     }
 
     #[test]
     fn bad_text_is_named() {
         let guard = Guard::default();
         let long = format!("https://example.com/{}", "a".repeat(100));
-        assert!(parse_target(&long, 64, &guard).unwrap_err().contains("limit of 64"));
-        assert!(parse_target("https://example.com/\r\nX: y", 2048, &guard).unwrap_err().contains("character"));
-        assert!(parse_target("https://user:pw@example.com/", 2048, &guard).unwrap_err().contains("user info"));
-        assert!(parse_target("/relative", 2048, &guard).unwrap_err().contains("absolute"));
+        assert!(
+            parse_target(&long, 64, &guard)
+                .unwrap_err()
+                .contains("limit of 64")
+        );
+        assert!(
+            parse_target("https://example.com/\r\nX: y", 2048, &guard)
+                .unwrap_err()
+                .contains("character")
+        );
+        assert!(
+            parse_target("https://user:pw@example.com/", 2048, &guard)
+                .unwrap_err()
+                .contains("user info")
+        );
+        assert!(
+            parse_target("/relative", 2048, &guard)
+                .unwrap_err()
+                .contains("absolute")
+        );
     }
 
     #[test]

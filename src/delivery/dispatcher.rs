@@ -21,7 +21,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 pub(super) fn run(shared: &Shared, wake: Receiver<()>, jobs: Sender<Claimed>) {
-    let batch_size = CLAIM_BATCH.min(jobs.capacity().unwrap_or(CLAIM_BATCH)).max(1);
+    let batch_size = CLAIM_BATCH
+        .min(jobs.capacity().unwrap_or(CLAIM_BATCH))
+        .max(1);
     while !shared.stopping.load(Ordering::SeqCst) {
         let claimed = match shared.store.claim_due(batch_size) {
             Ok(claimed) => claimed,
@@ -34,7 +36,10 @@ pub(super) fn run(shared: &Shared, wake: Receiver<()>, jobs: Sender<Claimed>) {
 
         if claimed.is_empty() {
             let sleep = match shared.store.next_due_at() {
-                Ok(Some(due_at)) => Duration::from_millis((due_at - now_ms()).clamp(0, i64::MAX) as u64).min(MAX_SLEEP),
+                Ok(Some(due_at)) => {
+                    Duration::from_millis((due_at - now_ms()).clamp(0, i64::MAX) as u64)
+                        .min(MAX_SLEEP)
+                }
                 Ok(None) => MAX_SLEEP,
                 Err(error) => {
                     error!("cannot read the next due time: {error}");
@@ -58,7 +63,10 @@ fn hand_over(shared: &Shared, jobs: &Sender<Claimed>, claimed: Vec<Claimed>) {
     while let Some(mut notification) = pending.next() {
         loop {
             if shared.stopping.load(Ordering::SeqCst) {
-                let mut unsent = shared.unsent.lock().unwrap_or_else(|poison| poison.into_inner());
+                let mut unsent = shared
+                    .unsent
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
                 unsent.push(notification.notification_id);
                 unsent.extend(pending.map(|rest| rest.notification_id));
                 return;
@@ -67,7 +75,10 @@ fn hand_over(shared: &Shared, jobs: &Sender<Claimed>, claimed: Vec<Claimed>) {
                 Ok(()) => break,
                 Err(SendTimeoutError::Timeout(returned)) => notification = returned,
                 Err(SendTimeoutError::Disconnected(returned)) => {
-                    let mut unsent = shared.unsent.lock().unwrap_or_else(|poison| poison.into_inner());
+                    let mut unsent = shared
+                        .unsent
+                        .lock()
+                        .unwrap_or_else(|poison| poison.into_inner());
                     unsent.push(returned.notification_id);
                     unsent.extend(pending.map(|rest| rest.notification_id));
                     return;

@@ -90,13 +90,16 @@ impl Delivery {
         }
 
         let (wake_sender, wake_receiver) = crossbeam_channel::bounded(1);
-        let (job_sender, job_receiver) = crossbeam_channel::bounded::<Claimed>(settings.senders * 4);
+        let (job_sender, job_receiver) =
+            crossbeam_channel::bounded::<Claimed>(settings.senders * 4);
         let (finished_sender, finished) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             store,
             settings,
             stopping: AtomicBool::new(false),
-            waker: Waker { sender: wake_sender },
+            waker: Waker {
+                sender: wake_sender,
+            },
             unsent: Mutex::new(Vec::new()),
         });
 
@@ -124,7 +127,10 @@ impl Delivery {
                 .expect("failed to spawn the dispatcher thread")
         };
 
-        info!("delivery started with {} sender threads", shared.settings.senders);
+        info!(
+            "delivery started with {} sender threads",
+            shared.settings.senders
+        );
         shared.waker.wake();
         Ok(Delivery {
             shared,
@@ -163,19 +169,29 @@ impl Delivery {
             }
         }
         if running > 0 {
-            warn!("{running} delivery attempts still running after the grace period; they will be sent again at the next start");
+            warn!(
+                "{running} delivery attempts still running after the grace period; they will be sent again at the next start"
+            );
         } else {
             for sender in self.senders {
                 let _ = sender.join();
             }
         }
 
-        let unsent = std::mem::take(&mut *self.shared.unsent.lock().unwrap_or_else(|poison| poison.into_inner()));
+        let unsent = std::mem::take(
+            &mut *self
+                .shared
+                .unsent
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        );
         if !unsent.is_empty() {
             let count = unsent.len();
             match self.shared.store.release(unsent) {
                 Ok(()) => info!("returned {count} unsent notifications to the queue"),
-                Err(error) => error!("cannot return {count} unsent notifications to the queue: {error}; they are requeued at the next start"),
+                Err(error) => error!(
+                    "cannot return {count} unsent notifications to the queue: {error}; they are requeued at the next start"
+                ),
             }
         }
         info!("delivery stopped");

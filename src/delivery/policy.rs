@@ -73,7 +73,11 @@ impl Outcome {
 
 /// Reads a receiver's HTTP status. Redirects count as failures because they
 /// are never followed.
-pub fn classify_status(status: u16, retry_after: Option<Duration>, location_host: Option<&str>) -> Outcome {
+pub fn classify_status(
+    status: u16,
+    retry_after: Option<Duration>,
+    location_host: Option<&str>,
+) -> Outcome {
     match status {
         200..=299 => Outcome::Delivered { status },
         401 | 410 => Outcome::Gone { status },
@@ -126,7 +130,9 @@ impl RetryPolicy {
     pub fn next_step(&self, outcome: &Outcome, attempt: u32, now_ms: i64, jitter: f64) -> NextStep {
         match outcome {
             Outcome::Delivered { .. } => NextStep::Delivered,
-            Outcome::Gone { .. } => NextStep::RemoveSubscription { reason: "receiver_gone" },
+            Outcome::Gone { .. } => NextStep::RemoveSubscription {
+                reason: "receiver_gone",
+            },
             Outcome::Failed { retry_after, .. } => {
                 if attempt >= self.max_attempts {
                     NextStep::RemoveSubscription {
@@ -198,7 +204,11 @@ mod tests {
             (100, "http_status"),
         ];
         for (status, label) in cases {
-            assert_eq!(classify_status(status, None, None).label(), label, "status {status}");
+            assert_eq!(
+                classify_status(status, None, None).label(),
+                label,
+                "status {status}"
+            );
         }
     }
 
@@ -208,23 +218,42 @@ mod tests {
         assert_eq!(policy.wait_after(1, 0.0, None), Duration::from_secs(60));
         assert_eq!(policy.wait_after(1, 1.0, None), Duration::from_secs(66));
         assert_eq!(policy.wait_after(2, 0.0, None), Duration::from_secs(300));
-        assert_eq!(policy.wait_after(7, 0.0, None), Duration::from_secs(300), "last wait repeats");
+        assert_eq!(
+            policy.wait_after(7, 0.0, None),
+            Duration::from_secs(300),
+            "last wait repeats"
+        );
     }
 
     #[test]
     fn retry_after_raises_wait_up_to_cap() {
         let policy = policy();
-        assert_eq!(policy.wait_after(1, 0.0, Some(Duration::from_secs(10))), Duration::from_secs(60));
-        assert_eq!(policy.wait_after(1, 0.0, Some(Duration::from_secs(600))), Duration::from_secs(600));
-        assert_eq!(policy.wait_after(1, 0.0, Some(Duration::from_secs(99_999))), Duration::from_secs(3600));
+        assert_eq!(
+            policy.wait_after(1, 0.0, Some(Duration::from_secs(10))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            policy.wait_after(1, 0.0, Some(Duration::from_secs(600))),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            policy.wait_after(1, 0.0, Some(Duration::from_secs(99_999))),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]
     fn third_failure_removes_subscription() {
         let policy = policy();
         let failed = classify_status(500, None, None);
-        assert_eq!(policy.next_step(&failed, 1, 0, 0.0), NextStep::RetryAt(60_000));
-        assert_eq!(policy.next_step(&failed, 2, 0, 0.0), NextStep::RetryAt(300_000));
+        assert_eq!(
+            policy.next_step(&failed, 1, 0, 0.0),
+            NextStep::RetryAt(60_000)
+        );
+        assert_eq!(
+            policy.next_step(&failed, 2, 0, 0.0),
+            NextStep::RetryAt(300_000)
+        );
         assert_eq!(
             policy.next_step(&failed, 3, 0, 0.0),
             NextStep::RemoveSubscription {
@@ -234,16 +263,24 @@ mod tests {
         let gone = classify_status(410, None, None);
         assert_eq!(
             policy.next_step(&gone, 1, 0, 0.0),
-            NextStep::RemoveSubscription { reason: "receiver_gone" }
+            NextStep::RemoveSubscription {
+                reason: "receiver_gone"
+            }
         );
     }
 
     #[test]
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }

@@ -33,7 +33,10 @@ pub(super) fn run(shared: &Arc<Shared>, jobs: Receiver<Claimed>) {
 
     for claimed in jobs.iter() {
         if shared.stopping.load(Ordering::SeqCst) {
-            let mut unsent = shared.unsent.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut unsent = shared
+                .unsent
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             unsent.push(claimed.notification_id);
             continue;
         }
@@ -43,7 +46,10 @@ pub(super) fn run(shared: &Arc<Shared>, jobs: Receiver<Claimed>) {
 
 /// The request body: exactly `{"resource_url": "<url>"}`.
 pub fn notification_body(resource_url: &str) -> String {
-    format!("{{\"resource_url\": {}}}", serde_json::Value::String(resource_url.to_owned()))
+    format!(
+        "{{\"resource_url\": {}}}",
+        serde_json::Value::String(resource_url.to_owned())
+    )
 }
 
 fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
@@ -54,7 +60,9 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
     let duration_ms = clock.elapsed().as_millis() as i64;
 
     let jitter = random_unit();
-    let next = settings.retry.next_step(&outcome, claimed.attempt, now_ms(), jitter);
+    let next = settings
+        .retry
+        .next_step(&outcome, claimed.attempt, now_ms(), jitter);
     let host = Url::parse(&claimed.target_url)
         .ok()
         .and_then(|url| url.host_str().map(str::to_owned))
@@ -104,7 +112,13 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
     }
 }
 
-fn log_outcome(claimed: &Claimed, outcome: &Outcome, next: &NextStep, host: &str, duration_ms: i64) {
+fn log_outcome(
+    claimed: &Claimed,
+    outcome: &Outcome,
+    next: &NextStep,
+    host: &str,
+    duration_ms: i64,
+) {
     let status = outcome
         .status()
         .map(|status| status.to_string())
@@ -129,7 +143,11 @@ fn log_outcome(claimed: &Claimed, outcome: &Outcome, next: &NextStep, host: &str
 
 /// Makes one HTTP attempt. Returns the outcome and, when the receiver
 /// answered, the first bytes of its body.
-fn attempt(agent: &ureq::Agent, claimed: &Claimed, max_response_bytes: usize) -> (Outcome, Option<(String, bool)>) {
+fn attempt(
+    agent: &ureq::Agent,
+    claimed: &Claimed,
+    max_response_bytes: usize,
+) -> (Outcome, Option<(String, bool)>) {
     let request = agent
         .post(&claimed.target_url)
         .set("Content-Type", "application/json")
@@ -197,7 +215,10 @@ fn classify_transport(transport: &ureq::Transport) -> Outcome {
         match transport.kind() {
             ureq::ErrorKind::Dns => FailureClass::Dns,
             ureq::ErrorKind::TooManyRedirects => FailureClass::Redirect,
-            _ if lowered.contains("tls") || lowered.contains("certificate") || lowered.contains("handshake") => {
+            _ if lowered.contains("tls")
+                || lowered.contains("certificate")
+                || lowered.contains("handshake") =>
+            {
                 FailureClass::Tls
             }
             ureq::ErrorKind::ConnectionFailed => FailureClass::Connect,

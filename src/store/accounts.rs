@@ -68,7 +68,8 @@ impl Store {
     /// True when no domain exists yet, as on a fresh database.
     pub fn has_no_domains(&self) -> Result<bool, StoreError> {
         let connection = self.reader()?;
-        let count: i64 = connection.query_row("SELECT count(*) FROM domains", [], |row| row.get(0))?;
+        let count: i64 =
+            connection.query_row("SELECT count(*) FROM domains", [], |row| row.get(0))?;
         Ok(count == 0)
     }
 
@@ -88,7 +89,8 @@ impl Store {
 
     pub fn list_domains(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let connection = self.reader()?;
-        let mut statement = connection.prepare("SELECT name, created_at FROM domains ORDER BY name")?;
+        let mut statement =
+            connection.prepare("SELECT name, created_at FROM domains ORDER BY name")?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -142,7 +144,11 @@ impl Store {
         })
     }
 
-    pub fn list_keys(&self, domain: Option<&str>, user: Option<&str>) -> Result<Vec<KeyInfo>, StoreError> {
+    pub fn list_keys(
+        &self,
+        domain: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<Vec<KeyInfo>, StoreError> {
         let connection = self.reader()?;
         let mut statement = connection.prepare(
             "SELECT k.id, d.name, u.name, k.created_at, k.revoked_at
@@ -182,7 +188,10 @@ impl Store {
             }
 
             let now = now_ms();
-            connection.execute("UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2", params![now, key_id])?;
+            connection.execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2",
+                params![now, key_id],
+            )?;
 
             let active_keys: i64 = connection.query_row(
                 "SELECT count(*) FROM api_keys WHERE user_id = ?1 AND revoked_at IS NULL",
@@ -233,12 +242,20 @@ impl Store {
 
 fn domain_id(connection: &rusqlite::Connection, domain: &str) -> Result<i64, AccountError> {
     connection
-        .query_row("SELECT id FROM domains WHERE name = ?1", params![domain], |row| row.get(0))
+        .query_row(
+            "SELECT id FROM domains WHERE name = ?1",
+            params![domain],
+            |row| row.get(0),
+        )
         .optional()?
         .ok_or_else(|| AccountError::DomainNotFound(domain.to_owned()))
 }
 
-fn user_id(connection: &rusqlite::Connection, domain: &str, user: &str) -> Result<i64, AccountError> {
+fn user_id(
+    connection: &rusqlite::Connection,
+    domain: &str,
+    user: &str,
+) -> Result<i64, AccountError> {
     let domain_id = domain_id(connection, domain)?;
     connection
         .query_row(
@@ -257,7 +274,12 @@ fn insert_key(connection: &rusqlite::Connection, user_id: i64) -> Result<String,
     let key = secrets::new_api_key();
     connection.execute(
         "INSERT INTO api_keys (id, user_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![format!("key_{}", secrets::random_hex(6)), user_id, secrets::hash_api_key(&key), now_ms()],
+        params![
+            format!("key_{}", secrets::random_hex(6)),
+            user_id,
+            secrets::hash_api_key(&key),
+            now_ms()
+        ],
     )?;
     Ok(key)
 }

@@ -68,7 +68,10 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
 impl Store {
     /// Creates a subscription. The unique index on active target keys makes
     /// the second of two racing identical requests fail with `TargetTaken`.
-    pub fn create_subscription(&self, new: NewSubscription) -> Result<Subscription, SubscribeError> {
+    pub fn create_subscription(
+        &self,
+        new: NewSubscription,
+    ) -> Result<Subscription, SubscribeError> {
         self.writer().write(move |connection| {
             let active: i64 = connection
                 .prepare_cached("SELECT count(*) FROM subscriptions WHERE user_id = ?1 AND removed_at IS NULL")?
@@ -141,7 +144,10 @@ impl Store {
     }
 
     /// Every subscription, active or removed, for operators.
-    pub fn list_all_subscriptions(&self, include_removed: bool) -> Result<Vec<(String, String, Subscription)>, StoreError> {
+    pub fn list_all_subscriptions(
+        &self,
+        include_removed: bool,
+    ) -> Result<Vec<(String, String, Subscription)>, StoreError> {
         let connection = self.reader()?;
         let mut statement = connection.prepare(
             "SELECT s.id, s.event, s.target_url, s.created_at, s.removed_at, s.removed_reason, d.name, u.name

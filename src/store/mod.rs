@@ -36,7 +36,9 @@ pub enum StoreError {
     Pool(Arc<r2d2::Error>),
     #[error("the database writer has stopped")]
     WriterStopped,
-    #[error("database schema version {found} is newer than this hookd supports ({supported}); run a newer hookd")]
+    #[error(
+        "database schema version {found} is newer than this hookd supports ({supported}); run a newer hookd"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("cannot create data directory {path}: {message}")]
     DataDir { path: String, message: String },
@@ -118,7 +120,10 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, applies the schema
     /// and starts the writer thread.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent).map_err(|error| StoreError::DataDir {
                 path: parent.display().to_string(),
                 message: error.to_string(),
@@ -127,7 +132,9 @@ impl Store {
 
         let connection = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         configure(&connection, synchronous)?;

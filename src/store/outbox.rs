@@ -24,7 +24,9 @@ pub enum NextStep {
     Delivered,
     /// Remove the subscription for `reason` (`receiver_gone` or
     /// `attempts_exhausted`); the notification ends as failed.
-    RemoveSubscription { reason: &'static str },
+    RemoveSubscription {
+        reason: &'static str,
+    },
     /// Try again at this time (milliseconds since the epoch, UTC).
     RetryAt(i64),
 }
@@ -49,8 +51,12 @@ pub struct AttemptResult {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordedOutcome {
     Delivered,
-    SubscriptionRemoved { reason: &'static str },
-    Retry { due_at: i64 },
+    SubscriptionRemoved {
+        reason: &'static str,
+    },
+    Retry {
+        due_at: i64,
+    },
     /// The subscription was removed while the attempt ran; nothing was
     /// rescheduled.
     AlreadyCancelled,
@@ -102,15 +108,19 @@ impl Store {
     /// they were sent) to the queue, due at once. Returns how many.
     pub fn requeue_in_flight(&self) -> Result<usize, StoreError> {
         self.writer().write(|connection| {
-            Ok(connection.execute("UPDATE notifications SET state = 'pending' WHERE state = 'in_flight'", [])?)
+            Ok(connection.execute(
+                "UPDATE notifications SET state = 'pending' WHERE state = 'in_flight'",
+                [],
+            )?)
         })
     }
 
     /// Returns claimed notifications that were never sent to the queue.
     pub fn release(&self, notification_ids: Vec<String>) -> Result<(), StoreError> {
         self.writer().write(move |connection| {
-            let mut release = connection
-                .prepare_cached("UPDATE notifications SET state = 'pending' WHERE id = ?1 AND state = 'in_flight'")?;
+            let mut release = connection.prepare_cached(
+                "UPDATE notifications SET state = 'pending' WHERE id = ?1 AND state = 'in_flight'",
+            )?;
             for id in &notification_ids {
                 release.execute(params![id])?;
             }
@@ -131,7 +141,10 @@ impl Store {
 
 /// Stores one attempt and applies its next step, inside the writer's
 /// transaction.
-pub fn record_attempt(connection: &Connection, result: &AttemptResult) -> Result<RecordedOutcome, StoreError> {
+pub fn record_attempt(
+    connection: &Connection,
+    result: &AttemptResult,
+) -> Result<RecordedOutcome, StoreError> {
     connection
         .prepare_cached(
             "INSERT INTO attempts (notification_id, number, started_at, duration_ms, outcome, status, error,
@@ -162,7 +175,9 @@ pub fn record_attempt(connection: &Connection, result: &AttemptResult) -> Result
     match &result.next {
         NextStep::Delivered => {
             connection
-                .prepare_cached("UPDATE notifications SET state = 'delivered', finished_at = ?1 WHERE id = ?2")?
+                .prepare_cached(
+                    "UPDATE notifications SET state = 'delivered', finished_at = ?1 WHERE id = ?2",
+                )?
                 .execute(params![now, result.notification_id])?;
             Ok(RecordedOutcome::Delivered)
         }
@@ -188,7 +203,12 @@ pub fn record_attempt(connection: &Connection, result: &AttemptResult) -> Result
 
 /// Marks a subscription removed for `reason` and cancels its notifications
 /// that are pending or in flight. Returns false if it was already removed.
-pub fn remove_subscription(connection: &Connection, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+pub fn remove_subscription(
+    connection: &Connection,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
     let removed = connection
         .prepare_cached(
             "UPDATE subscriptions SET removed_at = ?1, removed_reason = ?2 WHERE id = ?3 AND removed_at IS NULL",

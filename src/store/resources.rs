@@ -98,10 +98,17 @@ impl Store {
     }
 
     /// A resource of the caller's domain.
-    pub fn get_resource(&self, domain_id: i64, kind: Kind, id: &str) -> Result<Option<Resource>, StoreError> {
+    pub fn get_resource(
+        &self,
+        domain_id: i64,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<Resource>, StoreError> {
         let connection = self.reader()?;
         let document: Option<String> = connection
-            .prepare_cached("SELECT document FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3")?
+            .prepare_cached(
+                "SELECT document FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3",
+            )?
             .query_row(params![id, kind.as_str(), domain_id], |row| row.get(0))
             .optional()?;
         Ok(document.map(|document| Resource {
@@ -155,12 +162,11 @@ impl Store {
                 .execute(params![document, completed, now, id])?;
 
             let mut notifications = 0;
-            if completed && !was_completed {
-                if let Some(event) = kind.completed_event() {
+            if completed && !was_completed
+                && let Some(event) = kind.completed_event() {
                     let resource_url = format!("{base_url}/v2/{kind}/{id}");
                     notifications = queue_notifications(connection, caller.user_id, event, &resource_url, now)?;
                 }
-            }
             Ok(Change {
                 resource: Resource { id, kind, document },
                 notifications,
@@ -169,7 +175,12 @@ impl Store {
     }
 }
 
-fn resource_exists(connection: &Connection, domain_id: i64, kind: Kind, id: &str) -> Result<bool, StoreError> {
+fn resource_exists(
+    connection: &Connection,
+    domain_id: i64,
+    kind: Kind,
+    id: &str,
+) -> Result<bool, StoreError> {
     let found: Option<i64> = connection
         .prepare_cached("SELECT 1 FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3")?
         .query_row(params![id, kind.as_str(), domain_id], |row| row.get(0))

@@ -47,7 +47,9 @@ impl Writer {
             .spawn(move || run(connection, receiver))
             .expect("failed to spawn the writer thread");
         (
-            Writer { sender: sender.clone() },
+            Writer {
+                sender: sender.clone(),
+            },
             WriterThread { sender, thread },
         )
     }
@@ -81,7 +83,9 @@ impl Writer {
         self.sender
             .send(Message::Job(job))
             .map_err(|_| E::from(StoreError::WriterStopped))?;
-        answer.recv().map_err(|_| E::from(StoreError::WriterStopped))?
+        answer
+            .recv()
+            .map_err(|_| E::from(StoreError::WriterStopped))?
     }
 
     /// Queues `work` without waiting for it. `then` runs after the commit
@@ -98,10 +102,11 @@ impl Writer {
                 Err(error) => Err(error),
             };
             let succeeded = result.is_ok();
-            let completion: Completion = Box::new(move |commit_error| match (result, commit_error) {
-                (Ok(_), Some(error)) => then(Err(error.clone())),
-                (result, _) => then(result),
-            });
+            let completion: Completion =
+                Box::new(move |commit_error| match (result, commit_error) {
+                    (Ok(_), Some(error)) => then(Err(error.clone())),
+                    (result, _) => then(result),
+                });
             (succeeded, completion)
         });
         self.sender
@@ -147,7 +152,10 @@ fn run(connection: Connection, receiver: Receiver<Message>) {
 fn commit_batch(connection: &Connection, batch: Vec<Job>) {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         let error = StoreError::from(error);
-        error!("cannot begin a write transaction for {} writes: {error}", batch.len());
+        error!(
+            "cannot begin a write transaction for {} writes: {error}",
+            batch.len()
+        );
         for job in batch {
             let (_, completion) = job(Err(error.clone()));
             completion(None);
@@ -160,7 +168,10 @@ fn commit_batch(connection: &Connection, batch: Vec<Job>) {
         completions.push(run_in_savepoint(connection, job));
     }
 
-    let commit_error = connection.execute_batch("COMMIT").err().map(StoreError::from);
+    let commit_error = connection
+        .execute_batch("COMMIT")
+        .err()
+        .map(StoreError::from);
     if let Some(error) = &commit_error {
         error!("commit of {} writes failed: {error}", completions.len());
         let _ = connection.execute_batch("ROLLBACK");

@@ -1,0 +1,7 @@
+//! Integration tests against a real hookd on loopback with real receivers.
+
+mod api_errors;
+mod delivery_outcomes;
+mod events;
+mod helpers;
+mod lifecycle;
