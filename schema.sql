@@ -56,6 +56,9 @@ CREATE TABLE subscriptions (
     target_url      TEXT NOT NULL,
     -- Normalised form, used for the one-active-subscription-per-URL rule.
     target_key      TEXT NOT NULL,
+    -- Host and port of the target, the unit of the per-destination cap on
+    -- attempts in flight.
+    target_authority TEXT NOT NULL,
     created_at      INTEGER NOT NULL,
     removed_at      INTEGER,
     removed_reason  TEXT CHECK (removed_reason IN ('deleted', 'receiver_gone', 'attempts_exhausted', 'key_revoked')),

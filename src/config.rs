@@ -86,6 +86,9 @@ pub struct DeliveryConfig {
     /// shorter than `max_attempts - 1`. Jitter adds up to 10 %.
     #[serde(deserialize_with = "durations")]
     pub retry_waits: Vec<Duration>,
+    /// Attempts in flight to one `host:port` at a time, so a slow or dead
+    /// receiver cannot hold every sender thread.
+    pub max_in_flight_per_host: usize,
     /// Cap on a receiver's `Retry-After`.
     #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
@@ -122,6 +125,7 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
             max_attempts: 3,
+            max_in_flight_per_host: 8,
             retry_waits: vec![Duration::from_secs(60), Duration::from_secs(300)],
             max_retry_after: Duration::from_secs(3600),
             max_response_bytes: 1024,
@@ -215,6 +219,12 @@ impl Config {
             return Err(invalid(
                 "delivery.senders",
                 format!("{} is outside 1 to 4096", delivery.senders),
+            ));
+        }
+        if delivery.max_in_flight_per_host == 0 {
+            return Err(invalid(
+                "delivery.max_in_flight_per_host",
+                "must be at least 1".into(),
             ));
         }
         if delivery.max_attempts == 0 || delivery.max_attempts > 100 {

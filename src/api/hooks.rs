@@ -83,6 +83,7 @@ pub async fn subscribe(
         user_id: caller.user_id,
         event: event.as_str().to_owned(),
         target_url: target_url.to_owned(),
+        target_authority: target.authority,
         target_key: target.key,
         max_per_user: state.max_subscriptions_per_user,
     };

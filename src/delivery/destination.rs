@@ -156,6 +156,8 @@ pub struct Target {
     /// Scheme and host lowercased, default port dropped, empty path as `/`,
     /// international names in punycode and IPv6 in canonical form.
     pub key: String,
+    /// `host:port` with the scheme's default port filled in.
+    pub authority: String,
 }
 
 /// Validates a client's `target_url`. The error is a sentence for the
@@ -207,7 +209,16 @@ pub fn parse_target(text: &str, max_length: usize, guard: &Guard) -> Result<Targ
     }
 
     let key = url.as_str().to_owned();
-    Ok(Target { url, key })
+    let authority = format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    );
+    Ok(Target {
+        url,
+        key,
+        authority,
+    })
 }
 
 fn check_literal(guard: &Guard, text: &str, address: IpAddr) -> Result<(), String> {

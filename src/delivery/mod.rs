@@ -7,8 +7,9 @@ mod dispatcher;
 pub mod policy;
 mod sender;
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    pub max_in_flight_per_host: usize,
     pub retry: RetryPolicy,
     pub guard: Arc<Guard>,
 }
@@ -39,6 +41,7 @@ impl Settings {
             connect_timeout: delivery.connect_timeout,
             timeout: delivery.timeout,
             max_response_bytes: delivery.max_response_bytes,
+            max_in_flight_per_host: delivery.max_in_flight_per_host,
             retry: RetryPolicy {
                 max_attempts: delivery.max_attempts,
                 waits: delivery.retry_waits.clone(),
@@ -70,6 +73,52 @@ struct Shared {
     waker: Waker,
     /// Claimed notifications that were not sent because of a stop.
     unsent: Mutex<Vec<String>>,
+    hosts: Mutex<HostSlots>,
+}
+
+/// Attempts in flight per target `host:port`, and claimed notifications
+/// waiting for their host to drop below the cap.
+#[derive(Default)]
+struct HostSlots {
+    in_flight: HashMap<String, usize>,
+    deferred: HashMap<String, VecDeque<Claimed>>,
+}
+
+impl Shared {
+    fn hosts(&self) -> MutexGuard<'_, HostSlots> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn unsent(&self) -> MutexGuard<'_, Vec<String>> {
+        self.unsent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Frees the host slot an attempt held, and wakes the dispatcher when
+    /// notifications were waiting for it.
+    fn finish_attempt(&self, authority: &str) {
+        let cap = self.settings.max_in_flight_per_host;
+        let mut hosts = self.hosts();
+        let was_full = match hosts.in_flight.get_mut(authority) {
+            Some(count) => {
+                let was_full = *count >= cap;
+                *count -= 1;
+                if *count == 0 {
+                    hosts.in_flight.remove(authority);
+                }
+                was_full
+            }
+            None => false,
+        };
+        let waiting = hosts.deferred.contains_key(authority);
+        drop(hosts);
+        if was_full || waiting {
+            self.waker.wake();
+        }
+    }
 }
 
 /// The running engine.
@@ -101,6 +150,7 @@ impl Delivery {
                 sender: wake_sender,
             },
             unsent: Mutex::new(Vec::new()),
+            hosts: Mutex::new(HostSlots::default()),
         });
 
         let senders = (0..shared.settings.senders)
@@ -178,13 +228,7 @@ impl Delivery {
             }
         }
 
-        let unsent = std::mem::take(
-            &mut *self
-                .shared
-                .unsent
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner()),
-        );
+        let unsent = std::mem::take(&mut *self.shared.unsent());
         if !unsent.is_empty() {
             let count = unsent.len();
             match self.shared.store.release(unsent) {

@@ -32,15 +32,13 @@ pub(super) fn run(shared: &Arc<Shared>, jobs: Receiver<Claimed>) {
         .build();
 
     for claimed in jobs.iter() {
+        let authority = claimed.authority.clone();
         if shared.stopping.load(Ordering::SeqCst) {
-            let mut unsent = shared
-                .unsent
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            unsent.push(claimed.notification_id);
-            continue;
+            shared.unsent().push(claimed.notification_id);
+        } else {
+            deliver(shared, &agent, claimed);
         }
-        deliver(shared, &agent, claimed);
+        shared.finish_attempt(&authority);
     }
 }
 

@@ -9,6 +9,7 @@ pub struct NewSubscription {
     pub event: String,
     pub target_url: String,
     pub target_key: String,
+    pub target_authority: String,
     pub max_per_user: u32,
 }
 
@@ -90,8 +91,8 @@ impl Store {
             };
             let inserted = connection
                 .prepare_cached(
-                    "INSERT INTO subscriptions (id, user_id, event, target_url, target_key, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO subscriptions (id, user_id, event, target_url, target_key, target_authority, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
                     subscription.id,
@@ -99,6 +100,7 @@ impl Store {
                     subscription.event,
                     subscription.target_url,
                     new.target_key,
+                    new.target_authority,
                     subscription.created_at
                 ]);
             match inserted {
@@ -137,7 +139,7 @@ impl Store {
         let connection = self.reader()?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
-             WHERE user_id = ?1 AND removed_at IS NULL ORDER BY created_at, id"
+             WHERE user_id = ?1 AND removed_at IS NULL ORDER BY created_at, rowid"
         ))?;
         let rows = statement.query_map(params![user_id], subscription_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -152,7 +154,7 @@ impl Store {
         let mut statement = connection.prepare(
             "SELECT s.id, s.event, s.target_url, s.created_at, s.removed_at, s.removed_reason, d.name, u.name
              FROM subscriptions s JOIN users u ON u.id = s.user_id JOIN domains d ON d.id = u.domain_id
-             WHERE ?1 OR s.removed_at IS NULL ORDER BY s.created_at, s.id",
+             WHERE ?1 OR s.removed_at IS NULL ORDER BY s.created_at, s.rowid",
         )?;
         let rows = statement.query_map(params![include_removed], |row| {
             Ok((row.get(6)?, row.get(7)?, subscription_from_row(row)?))

@@ -13,6 +13,8 @@ pub struct Claimed {
     pub event: String,
     pub target_url: String,
     pub resource_url: String,
+    /// The target's `host:port`.
+    pub authority: String,
     /// This attempt's number, starting at 1.
     pub attempt: u32,
 }
@@ -64,18 +66,23 @@ pub enum RecordedOutcome {
 
 impl Store {
     /// Marks up to `limit` due notifications in flight and returns them,
-    /// oldest due first.
-    pub fn claim_due(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    /// oldest due first, skipping targets whose `host:port` is in `skip`.
+    pub fn claim_due(&self, limit: usize, skip: Vec<String>) -> Result<Vec<Claimed>, StoreError> {
         self.writer().write(move |connection| {
             let now = now_ms();
+            let skip = serde_json::Value::from(skip).to_string();
+            // NOTE: notifications of skipped targets are still scanned, so a
+            // large backlog for a saturated host costs a longer claim query.
             let claimed: Vec<Claimed> = connection
                 .prepare_cached(
-                    "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts
+                    "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts,
+                            s.target_authority
                      FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
                      WHERE n.state = 'pending' AND n.due_at <= ?1
+                       AND s.target_authority NOT IN (SELECT value FROM json_each(?3))
                      ORDER BY n.due_at LIMIT ?2",
                 )?
-                .query_map(params![now, limit as i64], |row| {
+                .query_map(params![now, limit as i64, skip], |row| {
                     Ok(Claimed {
                         notification_id: row.get(0)?,
                         subscription_id: row.get(1)?,
@@ -83,6 +90,7 @@ impl Store {
                         target_url: row.get(3)?,
                         resource_url: row.get(4)?,
                         attempt: row.get::<_, u32>(5)? + 1,
+                        authority: row.get(6)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;

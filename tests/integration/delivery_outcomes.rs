@@ -260,3 +260,59 @@ fn destination_checked_again_at_delivery() {
         "a refused address was contacted"
     );
 }
+
+#[test]
+fn dead_host_does_not_hold_every_sender() {
+    // Attempts to the dead host hang far longer than this test waits, so
+    // the healthy receiver is served only if the per-host cap leaves
+    // senders free.
+    let server = TestServer::start_with(|config| {
+        config.delivery.senders = 4;
+        config.delivery.max_in_flight_per_host = 2;
+        config.delivery.timeout = Duration::from_secs(120);
+        config.shutdown_grace = Duration::from_millis(100);
+    });
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // Accept and hold connections without answering, for a bounded time.
+        let mut held = Vec::new();
+        dead.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(150);
+        while std::time::Instant::now() < until {
+            match dead.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    let healthy = Receiver::start();
+    let admin = server.admin();
+    for index in 0..6 {
+        admin.subscribe(
+            &format!("http://127.0.0.1:{dead_port}/dead/{index}"),
+            "new_task",
+        );
+    }
+    admin.subscribe(&healthy.url("/healthy"), "new_client");
+
+    admin.create("tasks", json!({"name": "to the dead host"}));
+    for index in 0..20 {
+        admin.create("clients", json!({ "name": format!("client {index}") }));
+    }
+
+    healthy.wait_for("/healthy", 20);
+    assert_eq!(
+        attempts(&server) - 20,
+        0,
+        "no attempt to the dead host has ended"
+    );
+    let in_flight = server.query_i64(
+        "SELECT count(*) FROM notifications WHERE event = 'new_task' AND state = 'in_flight'",
+        &[],
+    );
+    assert_eq!(
+        in_flight, 6,
+        "all six are claimed; at most two are being sent"
+    );
+}
