@@ -38,17 +38,20 @@ fn receiver_401_removes_after_one_attempt() {
     );
     let sent = receiver.received_on("/gone").len();
     assert!((1..=2).contains(&sent), "{sent} attempts");
-    let cancelled = server.query_i64(
-        "SELECT count(*) FROM notifications WHERE state IN ('failed', 'cancelled')",
+    // The second task may be created after the removal, so it may have no
+    // notification; none may be left waiting.
+    let open = server.query_i64(
+        "SELECT count(*) FROM notifications WHERE state IN ('pending', 'in_flight', 'delivered')",
         &[],
     );
-    assert_eq!(cancelled, 2);
+    assert_eq!(open, 0);
+    let before = server.query_i64("SELECT count(*) FROM notifications", &[]);
+    assert!(before >= 1);
+
     // A new event after removal creates nothing.
     admin.create("tasks", json!({"name": "c"}));
-    assert_eq!(
-        server.query_i64("SELECT count(*) FROM notifications", &[]),
-        2
-    );
+    let after = server.query_i64("SELECT count(*) FROM notifications", &[]);
+    assert_eq!(after, before);
 }
 
 #[test]
