@@ -227,10 +227,13 @@ fn operate(store: &Store, command: Command) -> Result<(), CliError> {
         }
         Command::Key(KeyCommand::Revoke { key }) => {
             let revoked = store.revoke_key(&key)?;
-            eprintln!(
-                "revoked key {}; removed {} subscriptions of a user left without keys",
-                revoked.key_id, revoked.subscriptions_removed
-            );
+            eprintln!("revoked key {}", revoked.key_id);
+            if revoked.subscriptions_removed > 0 {
+                eprintln!(
+                    "the user has no active key left, so its {} subscriptions were removed",
+                    revoked.subscriptions_removed
+                );
+            }
         }
         Command::Hooks(HooksCommand::List { all }) => {
             println!("ID\tDOMAIN\tUSER\tEVENT\tCREATED\tREMOVED\tTARGET_HOST");

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::secrets;
 use crate::store::{Caller, Store};
 
-/// What every handler can reach.
+/// State shared by every handler.
 pub struct AppState {
     pub store: Store,
     pub waker: Waker,
@@ -132,7 +132,7 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8
     Ok(body)
 }
 
-/// Parses a body as a JSON object, whatever the `Content-Type` says.
+/// Parses a body as a JSON object, whatever its `Content-Type` header.
 pub fn parse_object(body: &[u8], example: &str) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest(format!(
@@ -142,6 +142,11 @@ pub fn parse_object(body: &[u8], example: &str) -> Result<Map<String, Value>, Ap
     let text = std::str::from_utf8(body).map_err(|error| {
         ApiError::BadRequest(format!(
             "request body is not valid UTF-8 ({error}); send UTF-8 JSON"
+        ))
+    })?;
+    serde_json::from_str::<NoDuplicateKeys>(text).map_err(|error| {
+        ApiError::BadRequest(format!(
+            "request body is not valid JSON ({error}); send a JSON object like {example}"
         ))
     })?;
     let value: Value = serde_json::from_str(text).map_err(|error| {
@@ -158,7 +163,7 @@ pub fn parse_object(body: &[u8], example: &str) -> Result<Map<String, Value>, Ap
     }
 }
 
-/// The JSON type name of a value, for error messages.
+/// Returns the JSON type name of a value, for error messages.
 pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -174,4 +179,92 @@ pub fn json_type(value: &Value) -> &'static str {
 pub fn rfc3339(ms: i64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// A JSON document that deserializes only when no object in it repeats a
+/// key. serde_json's `Value` keeps the last of repeated keys silently, which
+/// would hide a client's mistake.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoDuplicateKeysVisitor)
+    }
+}
+
+struct NoDuplicateKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<NoDuplicateKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?}"
+                )));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut sequence: A,
+    ) -> Result<NoDuplicateKeys, A::Error> {
+        while sequence.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_rejected_at_any_depth() {
+        let example = "{}";
+        assert!(parse_object(br#"{"a": 1, "a": 2}"#, example).is_err());
+        assert!(parse_object(br#"{"a": {"b": 1, "b": 1}}"#, example).is_err());
+        assert!(parse_object(br#"{"a": [{"b": 1}, {"b": 2}]}"#, example).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_object(deep.as_bytes(), "{}").is_err());
+    }
 }

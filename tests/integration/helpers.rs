@@ -299,6 +299,7 @@ pub struct Receiver {
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<Answer>>>,
     default_answer: Arc<Mutex<Answer>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Receiver {
@@ -309,6 +310,7 @@ impl Receiver {
             received: Arc::default(),
             script: Arc::default(),
             default_answer: Arc::new(Mutex::new(Answer::from(200))),
+            delay: Arc::default(),
         };
         let accepting = receiver.clone();
         std::thread::spawn(move || {
@@ -335,6 +337,11 @@ impl Receiver {
 
     pub fn set_default(&self, answer: impl Into<Answer>) {
         *self.default_answer.lock().unwrap() = answer.into();
+    }
+
+    /// Waits this long after recording a request before answering it.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -398,6 +405,10 @@ impl Receiver {
                 body: String::from_utf8_lossy(&body).into_owned(),
             });
 
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
             let answer = self
                 .script
                 .lock()

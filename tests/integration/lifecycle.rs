@@ -72,7 +72,7 @@ fn concurrent_identical_subscribes_give_one_201() {
     let server = TestServer::start();
     let receiver = Receiver::start();
     let target = receiver.url("/race");
-    let parallel = 20;
+    let parallel = 50;
     let barrier = Arc::new(Barrier::new(parallel));
     let threads: Vec<_> = (0..parallel)
         .map(|_| {

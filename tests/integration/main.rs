@@ -4,4 +4,7 @@ mod api_errors;
 mod delivery_outcomes;
 mod events;
 mod helpers;
+mod hostile_receivers;
 mod lifecycle;
+mod races;
+mod raw_receiver;
