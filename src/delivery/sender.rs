@@ -175,11 +175,14 @@ fn attempt(
     // A receiver that keeps sending is cut off here or by the attempt's
     // deadline; the status already decided the outcome.
     let mut body = Vec::new();
-    let _ = response
+    let read = response
         .into_reader()
         .take(max_response_bytes as u64 + 1)
         .read_to_end(&mut body);
-    (outcome, Some(response_prefix(&body, max_response_bytes)))
+    let (text, over_limit) = response_prefix(&body, max_response_bytes);
+    // A body cut off by the deadline or a broken connection is incomplete
+    // too, not only one over the limit.
+    (outcome, Some((text, over_limit || read.is_err())))
 }
 
 /// Classifies a failure before any HTTP status arrived. The detail never

@@ -305,6 +305,9 @@ fn dead_host_does_not_hold_every_sender() {
     }
 
     healthy.wait_for("/healthy", 20);
+    wait_until("the healthy attempts are recorded", || {
+        attempts(&server) >= 20
+    });
     assert_eq!(
         attempts(&server) - 20,
         0,

@@ -1,6 +1,6 @@
 //! A receiver on a plain `TcpListener` at 127.0.0.1 that misbehaves on
-//! purpose. Each connection runs on its own thread; each request read on it
-//! takes the next behaviour from a script (then the default behaviour). Only
+//! purpose. Each connection runs on its own thread, and each request read on
+//! it takes the next behaviour from a script (then the default behaviour). Only
 //! `Answer` keeps the connection open for another request, because hookd
 //! keeps connections alive. Every behaviour ends by itself: when the peer
 //! closes, after a bounded number of bytes, or after `MAX_BEHAVIOUR`.
@@ -14,13 +14,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::helpers::{Received, wait_until};
 
-/// The longest any one connection's behaviour runs.
+/// Maximum time one connection's behaviour runs.
 pub const MAX_BEHAVIOUR: Duration = Duration::from_secs(60);
 
 /// The `Content-Length` a flood announces: 500 MB.
 pub const FLOOD_BYTES: u64 = 500_000_000;
 
-/// The body length a trickle announces; it sends one byte per second.
+/// Body length a trickle announces. It sends one byte per second.
 const TRICKLE_BYTES: usize = 60;
 
 /// Bytes per write while flooding.
@@ -29,18 +29,18 @@ const FLOOD_CHUNK: usize = 64 * 1024;
 /// What the receiver does after reading a request.
 #[derive(Debug, Clone)]
 pub enum Behaviour {
-    /// Answers `status` with these headers and the body `ok`, then reads the
+    /// Sends `status` with these headers and the body `ok`, then reads the
     /// next request on the same connection.
     Answer {
         status: u16,
         headers: Vec<(String, String)>,
     },
-    /// Answers `status` with a `Retry-After` HTTP date at least `ahead` from
+    /// Sends `status` with a `Retry-After` HTTP date at least `ahead` from
     /// now (rounded up to a whole second), then closes.
     RetryAfterDate { status: u16, ahead: Duration },
-    /// Waits `delay`, then answers `status` and closes.
+    /// Waits `delay`, then sends `status` and closes.
     AnswerLate { delay: Duration, status: u16 },
-    /// Never answers; keeps the connection open until the peer closes it.
+    /// Sends nothing and keeps the connection open until the peer closes it.
     Silent,
     /// Sends a 200 head with `Content-Length: 60`, then one body byte per
     /// second until the peer closes.
@@ -49,7 +49,7 @@ pub enum Behaviour {
     /// or chunked and never finished) as fast as the peer reads it, until
     /// the peer closes.
     Flood { status: u16, chunked: bool },
-    /// Closes the connection without answering.
+    /// Closes the connection without sending a response.
     Hangup,
     /// Writes these bytes, then closes.
     Partial(&'static str),
@@ -69,7 +69,8 @@ impl From<u16> for Behaviour {
 pub struct Finished {
     /// Response bytes written, head included.
     pub bytes_written: u64,
-    /// True when a write failed or a read saw the end: the peer went away.
+    /// True when a write failed or a read reached the end of the stream,
+    /// meaning the peer closed the connection.
     pub peer_closed: bool,
 }
 
@@ -81,15 +82,15 @@ struct Shared {
     stopping: AtomicBool,
 }
 
-/// The handle; dropping it stops the accepting thread.
+/// Handle to a running receiver. Dropping it stops the accepting thread.
 pub struct RawReceiver {
     pub address: SocketAddr,
     shared: Arc<Shared>,
 }
 
 impl RawReceiver {
-    /// Starts a receiver that treats every request like `default` unless a
-    /// script says otherwise.
+    /// Starts a receiver that handles every request with `default` unless the
+    /// script sets another behaviour.
     pub fn start(default: impl Into<Behaviour>) -> RawReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
@@ -117,7 +118,7 @@ impl RawReceiver {
         RawReceiver { address, shared }
     }
 
-    /// The next requests get these behaviours, in order.
+    /// Sets the behaviours of the next requests, in order.
     pub fn script(&self, behaviours: impl IntoIterator<Item = impl Into<Behaviour>>) {
         self.shared
             .script
@@ -130,7 +131,7 @@ impl RawReceiver {
         format!("http://{}{path_and_query}", self.address)
     }
 
-    /// Every request read so far, in arrival order.
+    /// Returns every request read so far, in arrival order.
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
     }
@@ -143,7 +144,7 @@ impl RawReceiver {
         self.received()
     }
 
-    /// Connections whose behaviour has ended.
+    /// Returns the connections whose behaviour has ended.
     pub fn finished(&self) -> Vec<Finished> {
         self.shared.finished.lock().unwrap().clone()
     }
@@ -152,12 +153,13 @@ impl RawReceiver {
 impl Drop for RawReceiver {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the accepting thread so it sees the flag and returns.
+        // Wake the accepting thread so it checks the flag and returns.
         let _ = TcpStream::connect_timeout(&self.address, Duration::from_secs(1));
     }
 }
 
-/// Reads one request; None when the peer closed or sent garbage.
+/// Reads one request. Returns None when the peer closed the connection or
+/// sent a malformed request.
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).ok()? == 0 {
@@ -199,9 +201,8 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes all of `bytes`; false once the peer is gone. A write that
-    /// only timed out (the peer is slow to read) is tried again until
-    /// `until`.
+    /// Writes all of `bytes` and returns false once the peer is gone. A write
+    /// that timed out because the peer reads slowly is retried until `until`.
     fn send(&mut self, bytes: &[u8], until: Instant) -> bool {
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -315,7 +316,7 @@ fn serve(shared: &Shared, stream: TcpStream) -> Finished {
     }
 }
 
-/// A response head ending in the blank line.
+/// Formats a response head, ending with the blank line.
 fn head(status: u16, headers: &[(String, String)], framing: &str) -> String {
     let mut head = format!("HTTP/1.1 {status} Hostile\r\n{framing}\r\n");
     for (name, value) in headers {
@@ -325,8 +326,8 @@ fn head(status: u16, headers: &[(String, String)], framing: &str) -> String {
     head
 }
 
-/// An HTTP date at least `ahead` from now: rounded up to the next whole
-/// second, because the format has no fractions.
+/// Formats an HTTP date at least `ahead` from now, rounded up to the next
+/// whole second because the format has no fractions.
 pub fn http_date_after(ahead: Duration) -> String {
     let since_epoch = (SystemTime::now() + ahead)
         .duration_since(UNIX_EPOCH)
