@@ -2,6 +2,7 @@
 
 mod api_errors;
 mod delivery_outcomes;
+mod destinations;
 mod events;
 mod helpers;
 mod hostile_receivers;
