@@ -62,6 +62,11 @@ fn validate_document(
                     example(kind)
                 ));
             }
+            Some(Value::String(text)) if text.chars().any(char::is_control) => {
+                return Err(format!(
+                    "field `{name}` contains a control character such as a line break; send it on one line"
+                ));
+            }
             Some(Value::String(text)) if !text.trim().is_empty() => {}
             Some(Value::String(_)) => return Err(format!("field `{name}` must not be empty")),
             Some(other) => {

@@ -243,11 +243,13 @@ impl GuardedResolver {
     }
 }
 
-impl ureq::Resolver for GuardedResolver {
-    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
+impl GuardedResolver {
+    /// Keeps the addresses the guard allows; fails with the first refusal
+    /// when none is left.
+    fn filter(&self, addresses: Vec<SocketAddr>, netloc: &str) -> io::Result<Vec<SocketAddr>> {
         let mut allowed = Vec::new();
         let mut first_refusal = None;
-        for address in netloc.to_socket_addrs()? {
+        for address in addresses {
             match self.guard.check(address.ip()) {
                 Ok(()) => allowed.push(address),
                 Err(refused) => {
@@ -259,8 +261,18 @@ impl ureq::Resolver for GuardedResolver {
             Some(refused) if allowed.is_empty() => {
                 Err(io::Error::new(io::ErrorKind::PermissionDenied, refused))
             }
+            None if allowed.is_empty() => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{netloc} resolved to no address"),
+            )),
             _ => Ok(allowed),
         }
+    }
+}
+
+impl ureq::Resolver for GuardedResolver {
+    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
+        self.filter(netloc.to_socket_addrs()?.collect(), netloc)
     }
 }
 
@@ -410,5 +422,14 @@ mod tests {
         assert_eq!(refusal.range, "loopback");
         let error = resolver.resolve("localhost:80").unwrap_err();
         assert!(find_refusal(&error).is_some());
+
+        // With only IPv4 loopback allowed, a name resolving to both families
+        // keeps the allowed address and drops the refused one.
+        let guard = Guard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let resolver = GuardedResolver::new(Arc::new(guard));
+        let mixed: Vec<SocketAddr> =
+            vec!["127.0.0.1:80".parse().unwrap(), "[::1]:80".parse().unwrap()];
+        let kept = resolver.filter(mixed, "localhost:80").unwrap();
+        assert_eq!(kept, vec!["127.0.0.1:80".parse::<SocketAddr>().unwrap()]);
     }
 }

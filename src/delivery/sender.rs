@@ -196,8 +196,12 @@ fn classify_transport(transport: &ureq::Transport) -> Outcome {
     let mut source = std::error::Error::source(transport);
     let mut timed_out = false;
     while let Some(error) = source {
-        detail.push_str(": ");
-        detail.push_str(&error.to_string());
+        // ureq's message often repeats its source's text; keep it once.
+        let text = error.to_string();
+        if !detail.contains(&text) {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
         if let Some(io_error) = error.downcast_ref::<std::io::Error>() {
             timed_out |= matches!(
                 io_error.kind(),

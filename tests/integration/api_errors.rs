@@ -66,6 +66,12 @@ fn subscribe_rejects_bad_bodies() {
     for (body, mentions) in cases {
         assert_error(&admin.post("/v2/hooks", body), 400, mentions);
     }
+    let huge = json!({"target_url": format!("http://127.0.0.1:9/{}", "a".repeat(70_000)), "event": "new_task"});
+    assert_error(
+        &admin.post("/v2/hooks", &huge.to_string()),
+        413,
+        "over the limit",
+    );
     assert_eq!(
         server.query_i64("SELECT count(*) FROM subscriptions", &[]),
         0,
@@ -227,6 +233,17 @@ fn resource_input_errors() {
         "true or false",
     );
     assert_error(&admin.get("/v2/tasks/missing"), 404, "no task");
+    assert_error(
+        &admin.post("/v2/projects", "{\"name\": \"a\\r\\nb\"}"),
+        400,
+        "control character",
+    );
+    let deep = format!(
+        "{{\"name\": \"x\", \"extra\": {}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert_error(&admin.post("/v2/projects", &deep), 400, "not valid JSON");
 
     let big = json!({"name": "x".repeat(40_000)}).to_string();
     assert_error(&admin.post("/v2/projects", &big), 400, "over the limit");

@@ -322,3 +322,28 @@ fn dead_host_does_not_hold_every_sender() {
         "all six are claimed; at most two are being sent"
     );
 }
+
+#[test]
+fn plain_http_answer_to_tls_is_tls_failure() {
+    let server = TestServer::start_with(|config| {
+        config.delivery.retry_waits = vec![Duration::from_secs(60)];
+    });
+    // A server that answers every connection with plain HTTP, which a TLS
+    // client cannot read as a handshake.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        if let Some(Ok(mut stream)) = listener.incoming().next() {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let admin = server.admin();
+    let hook = admin.subscribe(&format!("https://127.0.0.1:{port}/secure"), "new_task");
+    admin.create("tasks", json!({"name": "a"}));
+    wait_until("the attempt is recorded", || attempts(&server) == 1);
+    let shown = admin.get(&format!("/v2/hooks/{hook}"));
+    let attempt = &shown.body["recent_attempts"][0];
+    assert_eq!(attempt["outcome"], "tls", "{attempt}");
+    assert!(attempt["status"].is_null());
+}

@@ -35,10 +35,14 @@ const REFUSED_TARGETS: [&str; 22] = [
 ];
 
 fn subscribe_status(server: &TestServer, target: &str) -> (u16, String) {
-    let reply = server
-        .admin()
-        .post("/v2/hooks", &json!({"target_url": target, "event": "new_task"}).to_string());
-    (reply.status, reply.body["error"].as_str().unwrap_or_default().to_owned())
+    let reply = server.admin().post(
+        "/v2/hooks",
+        &json!({"target_url": target, "event": "new_task"}).to_string(),
+    );
+    (
+        reply.status,
+        reply.body["error"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 #[test]
@@ -49,7 +53,10 @@ fn refused_targets_are_400_and_not_stored() {
         assert_eq!(status, 400, "{target} was accepted");
         assert!(!error.is_empty(), "{target}: no error sentence");
     }
-    assert_eq!(server.query_i64("SELECT count(*) FROM subscriptions", &[]), 0);
+    assert_eq!(
+        server.query_i64("SELECT count(*) FROM subscriptions", &[]),
+        0
+    );
 }
 
 #[test]
@@ -59,7 +66,11 @@ fn allow_list_opens_loopback_not_metadata() {
     });
     assert_eq!(subscribe_status(&server, "http://127.0.0.1:9/").0, 201);
     assert_eq!(subscribe_status(&server, "http://[::1]:9/").0, 201);
-    for metadata in ["http://169.254.169.254/", "http://[fd00:ec2::254]/", "http://[::ffff:169.254.169.254]/"] {
+    for metadata in [
+        "http://169.254.169.254/",
+        "http://[fd00:ec2::254]/",
+        "http://[::ffff:169.254.169.254]/",
+    ] {
         let (status, error) = subscribe_status(&server, metadata);
         assert_eq!(status, 400, "{metadata} was accepted");
         assert!(error.contains("cloud-metadata"), "{error}");
@@ -77,7 +88,9 @@ fn localhost_name_refused_at_delivery() {
     });
     let receiver = Receiver::start();
     let port = receiver.address.port();
-    let hook = server.admin().subscribe(&format!("http://localhost:{port}/by-name"), "new_task");
+    let hook = server
+        .admin()
+        .subscribe(&format!("http://localhost:{port}/by-name"), "new_task");
     let (mut config, data_dir) = server.stop();
     config.delivery.allowed_networks.clear();
     let server = TestServer::resume(config, data_dir);
@@ -89,15 +102,27 @@ fn localhost_name_refused_at_delivery() {
     let shown = server.admin().get(&format!("/v2/hooks/{hook}"));
     let attempt = &shown.body["recent_attempts"][0];
     assert_eq!(attempt["outcome"], "destination_not_allowed", "{attempt}");
-    assert!(attempt["error"].as_str().unwrap().contains("destination not allowed"), "{attempt}");
-    assert!(receiver.received().is_empty(), "a refused address was contacted");
+    assert!(
+        attempt["error"]
+            .as_str()
+            .unwrap()
+            .contains("destination not allowed"),
+        "{attempt}"
+    );
+    assert!(
+        receiver.received().is_empty(),
+        "a refused address was contacted"
+    );
 }
 
 #[test]
 fn target_comparison_normalises() {
     let server = TestServer::start();
     let conflicts = [
-        ("http://bücher.example/hook", "http://xn--bcher-kva.example/hook"),
+        (
+            "http://bücher.example/hook",
+            "http://xn--bcher-kva.example/hook",
+        ),
         ("http://[2606:4700:0:0::1]/", "http://[2606:4700::1]:80/"),
         ("https://Example.COM:443/a?x=1", "https://example.com/a?x=1"),
         ("http://example.org", "http://EXAMPLE.org:80/"),
@@ -123,8 +148,14 @@ fn target_comparison_normalises() {
         .iter()
         .map(|hook| hook["target_url"].as_str().unwrap().to_owned())
         .collect();
-    assert!(stored.contains(&"http://bücher.example/hook".to_owned()), "{stored:?}");
-    assert!(stored.contains(&"https://Example.COM:443/a?x=1".to_owned()), "{stored:?}");
+    assert!(
+        stored.contains(&"http://bücher.example/hook".to_owned()),
+        "{stored:?}"
+    );
+    assert!(
+        stored.contains(&"https://Example.COM:443/a?x=1".to_owned()),
+        "{stored:?}"
+    );
 }
 
 #[test]
@@ -142,9 +173,13 @@ fn long_or_control_character_targets_are_400() {
     ] {
         assert_eq!(subscribe_status(&server, target).0, 400, "{target:?}");
     }
-    let reply = server
-        .admin()
-        .post("/v2/hooks", &json!({"target_url": "https://example.com/x", "event": "new_task\n"}).to_string());
+    let reply = server.admin().post(
+        "/v2/hooks",
+        &json!({"target_url": "https://example.com/x", "event": "new_task\n"}).to_string(),
+    );
     assert_eq!(reply.status, 400);
-    assert_eq!(server.query_i64("SELECT count(*) FROM subscriptions", &[]), 0);
+    assert_eq!(
+        server.query_i64("SELECT count(*) FROM subscriptions", &[]),
+        0
+    );
 }

@@ -127,40 +127,101 @@ fn revoking_last_key_removes_subscriptions() {
     assert_eq!(reason, 1);
 }
 
-#[test]
-fn executable_serves_and_stops_on_sigterm() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
-        .arg("serve")
-        .env("HOOKD_LISTEN", "127.0.0.1:0")
-        .env("HOOKD_DATA_DIR", data_dir.path())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// The real executable, started with `serve` on port 0, its log collected
+/// from stderr.
+struct Executable {
+    child: std::process::Child,
+    address: String,
+    data_dir: tempfile::TempDir,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
 
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut address = None;
-    let mut log = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        log.push(line.clone());
-        if let Some(found) = line.split("listening on ").nth(1) {
-            address = Some(found.trim().to_owned());
-            break;
+impl Executable {
+    fn start(environment: &[(&str, &str)]) -> Executable {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
+        command
+            .arg("serve")
+            .env("HOOKD_LISTEN", "127.0.0.1:0")
+            .env("HOOKD_DATA_DIR", data_dir.path())
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped());
+        for (name, value) in environment {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+
+        let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let (address_sender, address_receiver) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = log.clone();
+        // Read the log to its end so the child never blocks on a full pipe.
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(found) = line.split("listening on ").nth(1) {
+                    let _ = address_sender.send(found.trim().to_owned());
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let address = address_receiver
+            .recv_timeout(crate::helpers::DEADLINE)
+            .unwrap_or_else(|_| panic!("no listening line in {:#?}", log.lock().unwrap()));
+        Executable {
+            child,
+            address,
+            data_dir,
+            log,
+            reader: Some(reader),
         }
     }
-    let address = address.unwrap_or_else(|| panic!("no listening line in {log:#?}"));
-    // Drain the rest of the log so the child never blocks on a full pipe.
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
 
-    let key_file = data_dir.path().join("admin.key");
+    fn key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Sends SIGTERM by PID and returns the exit status and the whole log.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let killed = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+}
+
+#[test]
+fn executable_serves_and_stops_on_sigterm() {
+    let executable = Executable::start(&[]);
+    let key_file = executable.data_dir.path().join("admin.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let key = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = executable.key();
+
+    let health = ureq::get(&format!("{}/healthz", executable.address))
+        .call()
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let hooks = ureq::get(&format!("{}/v2/hooks", executable.address))
+        .set("key", &key)
+        .set("domain", "localhost")
+        .call()
+        .unwrap();
+    assert_eq!(hooks.status(), 200);
+
+    let (status, log) = executable.terminate();
+    assert!(status.success(), "exit status {status:?}; log: {log:#?}");
     assert!(
         log.iter().all(|line| !line.contains(&key)),
         "the key was logged"
@@ -169,27 +230,51 @@ fn executable_serves_and_stops_on_sigterm() {
         log.iter().any(|line| line.contains("admin.key")),
         "the key file's path is logged"
     );
-
-    let health = ureq::get(&format!("{address}/healthz")).call().unwrap();
-    assert_eq!(health.status(), 200);
-    let hooks = ureq::get(&format!("{address}/v2/hooks"))
-        .set("key", &key)
-        .set("domain", "localhost")
-        .call()
-        .unwrap();
-    assert_eq!(hooks.status(), 200);
-
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    let rest = drain.join().unwrap();
-    assert!(status.success(), "exit status {status:?}; log: {rest:#?}");
     assert!(
-        rest.iter().any(|line| line.contains("hookd stopped")),
-        "{rest:#?}"
+        log.iter().any(|line| line.contains("hookd stopped")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn retry_timing_ignores_time_zone() {
+    // Kiritimati is UTC+14: a retry computed in local time would come
+    // hours late or at once.
+    let executable = Executable::start(&[
+        ("TZ", "Pacific/Kiritimati"),
+        ("HOOKD_DELIVERY__RETRY_WAITS", r#"["1s"]"#),
+        ("HOOKD_DELIVERY__ALLOWED_NETWORKS", r#"["127.0.0.0/8"]"#),
+    ]);
+    let receiver = Receiver::start();
+    receiver.script([500]);
+    let client = crate::helpers::Client {
+        base_url: executable.address.clone(),
+        key: Some(executable.key()),
+        domain: Some("localhost".into()),
+    };
+    client.subscribe(&receiver.url("/zone?token=s3cr3t"), "new_task");
+    client.create("tasks", json!({"name": "a"}));
+
+    let received = receiver.wait_for("/zone?token=s3cr3t", 2);
+    assert!(received[1].at - received[0].at >= Duration::from_secs(1));
+
+    let (status, log) = executable.terminate();
+    assert!(status.success());
+    let attempt_lines: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("attempt notification="))
+        .collect();
+    assert_eq!(attempt_lines.len(), 2, "{log:#?}");
+    assert!(
+        attempt_lines[0].contains("outcome=http_status") && attempt_lines[0].contains("ms="),
+        "{attempt_lines:#?}"
+    );
+    assert!(
+        attempt_lines[1].contains("outcome=delivered"),
+        "{attempt_lines:#?}"
+    );
+    assert!(
+        log.iter().all(|line| !line.contains("s3cr3t")),
+        "a query value was logged"
     );
 }
