@@ -89,6 +89,9 @@ pub struct DeliveryConfig {
     /// Attempts in flight to one `host:port` at a time, so a slow or dead
     /// receiver cannot hold every sender thread.
     pub max_in_flight_per_host: usize,
+    /// When true, nothing is sent: notifications are stored and wait until
+    /// hookd runs with this false again.
+    pub paused: bool,
     /// Cap on a receiver's `Retry-After`.
     #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
@@ -126,6 +129,7 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(15),
             max_attempts: 3,
             max_in_flight_per_host: 8,
+            paused: false,
             retry_waits: vec![Duration::from_secs(60), Duration::from_secs(300)],
             max_retry_after: Duration::from_secs(3600),
             max_response_bytes: 1024,

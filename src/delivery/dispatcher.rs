@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
-use log::error;
+use log::{error, warn};
 
 use super::Shared;
 use crate::store::{Claimed, now_ms};
@@ -28,6 +28,13 @@ pub(super) fn run(shared: &Shared, wake: Receiver<()>, jobs: Sender<Claimed>) {
     let batch_size = CLAIM_BATCH
         .min(jobs.capacity().unwrap_or(CLAIM_BATCH))
         .max(1);
+    if shared.settings.paused {
+        warn!("delivery is paused by delivery.paused; notifications are stored but not sent");
+        while !shared.stopping.load(Ordering::SeqCst) {
+            let _ = wake.recv_timeout(MAX_SLEEP);
+        }
+        return;
+    }
     while !shared.stopping.load(Ordering::SeqCst) {
         let ready = take_deferred_with_room(shared);
         hand_over(shared, &jobs, ready);

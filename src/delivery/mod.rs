@@ -29,6 +29,7 @@ pub struct Settings {
     pub timeout: Duration,
     pub max_response_bytes: usize,
     pub max_in_flight_per_host: usize,
+    pub paused: bool,
     pub retry: RetryPolicy,
     pub guard: Arc<Guard>,
 }
@@ -42,6 +43,7 @@ impl Settings {
             timeout: delivery.timeout,
             max_response_bytes: delivery.max_response_bytes,
             max_in_flight_per_host: delivery.max_in_flight_per_host,
+            paused: delivery.paused,
             retry: RetryPolicy {
                 max_attempts: delivery.max_attempts,
                 waits: delivery.retry_waits.clone(),

@@ -278,3 +278,28 @@ fn retry_timing_ignores_time_zone() {
         "a query value was logged"
     );
 }
+
+#[test]
+fn paused_delivery_sends_after_unpause() {
+    let server = TestServer::start_with(|config| config.delivery.paused = true);
+    let receiver = Receiver::start();
+    let admin = server.admin();
+    admin.subscribe(&receiver.url("/paused"), "new_task");
+    admin.create("tasks", json!({"name": "a"}));
+    assert_eq!(
+        server.query_i64(
+            "SELECT count(*) FROM notifications WHERE state = 'pending'",
+            &[]
+        ),
+        1
+    );
+
+    let (mut config, data_dir) = server.stop();
+    assert!(
+        receiver.received().is_empty(),
+        "a paused server sent a notification"
+    );
+    config.delivery.paused = false;
+    let _server = TestServer::resume(config, data_dir);
+    receiver.wait_for("/paused", 1);
+}
