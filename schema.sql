@@ -82,6 +82,9 @@ CREATE TABLE notifications (
     attempts        INTEGER NOT NULL DEFAULT 0,
     due_at          INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
+    -- When the last failed attempt ended, so a restart with shorter retry
+    -- waits can pull the next attempt in.
+    last_attempt_at INTEGER,
     finished_at     INTEGER
 );
 

@@ -140,6 +140,21 @@ impl Delivery {
             info!("requeued {requeued} notifications left in flight by the previous run");
         }
 
+        // NOTE: this also cuts a longer wait that a receiver asked for with
+        // Retry-After, down to the longest configured retry wait.
+        let longest_wait = settings
+            .retry
+            .waits
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        let max_wait_ms = longest_wait.mul_f64(1.0 + policy::JITTER).as_millis() as i64;
+        let shortened = store.shorten_waits(max_wait_ms)?;
+        if shortened > 0 {
+            info!("moved {shortened} retries forward to the configured retry waits");
+        }
+
         let (wake_sender, wake_receiver) = crossbeam_channel::bounded(1);
         let (job_sender, job_receiver) =
             crossbeam_channel::bounded::<Claimed>(settings.senders * 4);

@@ -123,6 +123,19 @@ impl Store {
         })
     }
 
+    /// Moves retries that wait longer than `max_wait_ms` after their last
+    /// attempt forward to that limit, so a restart with shorter retry waits
+    /// applies them to the queue too. Returns how many moved.
+    pub fn shorten_waits(&self, max_wait_ms: i64) -> Result<usize, StoreError> {
+        self.writer().write(move |connection| {
+            Ok(connection.execute(
+                "UPDATE notifications SET due_at = last_attempt_at + ?1
+                 WHERE state = 'pending' AND last_attempt_at IS NOT NULL AND due_at > last_attempt_at + ?1",
+                params![max_wait_ms],
+            )?)
+        })
+    }
+
     /// Returns claimed notifications that were never sent to the queue.
     pub fn release(&self, notification_ids: Vec<String>) -> Result<(), StoreError> {
         self.writer().write(move |connection| {
@@ -201,9 +214,10 @@ pub fn record_attempt(
         NextStep::RetryAt(due_at) => {
             connection
                 .prepare_cached(
-                    "UPDATE notifications SET state = 'pending', attempts = ?1, due_at = ?2 WHERE id = ?3",
+                    "UPDATE notifications SET state = 'pending', attempts = ?1, due_at = ?2, last_attempt_at = ?3
+                     WHERE id = ?4",
                 )?
-                .execute(params![result.attempt, due_at, result.notification_id])?;
+                .execute(params![result.attempt, due_at, now, result.notification_id])?;
             Ok(RecordedOutcome::Retry { due_at: *due_at })
         }
     }

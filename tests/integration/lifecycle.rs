@@ -303,3 +303,27 @@ fn paused_delivery_sends_after_unpause() {
     let _server = TestServer::resume(config, data_dir);
     receiver.wait_for("/paused", 1);
 }
+
+#[test]
+fn restart_with_shorter_waits_pulls_retries_in() {
+    let server = TestServer::start_with(|config| {
+        config.delivery.retry_waits = vec![Duration::from_secs(3600)];
+    });
+    let receiver = Receiver::start();
+    receiver.script([500]);
+    let admin = server.admin();
+    admin.subscribe(&receiver.url("/shorter"), "new_task");
+    admin.create("tasks", json!({"name": "a"}));
+    wait_until("the failed attempt is recorded", || {
+        server.query_i64(
+            "SELECT count(*) FROM notifications WHERE state = 'pending' AND attempts = 1",
+            &[],
+        ) == 1
+    });
+
+    let (mut config, data_dir) = server.stop();
+    config.delivery.retry_waits = vec![Duration::from_millis(500)];
+    let _server = TestServer::resume(config, data_dir);
+    let received = receiver.wait_for("/shorter", 2);
+    assert!(received[1].at - received[0].at >= Duration::from_millis(500));
+}
