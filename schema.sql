@@ -77,6 +77,9 @@ CREATE TABLE notifications (
     subscription_id TEXT NOT NULL REFERENCES subscriptions (id),
     event           TEXT NOT NULL,
     resource_url    TEXT NOT NULL,
+    -- The subscription's target host:port, copied so that claims can walk
+    -- the queue host by host.
+    target_authority TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'delivered', 'failed', 'cancelled')),
     -- Failed attempts so far; the next attempt's number is attempts + 1.
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -89,6 +92,7 @@ CREATE TABLE notifications (
 );
 
 CREATE INDEX notifications_due ON notifications (due_at) WHERE state = 'pending';
+CREATE INDEX notifications_host_due ON notifications (target_authority, due_at) WHERE state = 'pending';
 CREATE INDEX notifications_in_flight ON notifications (state) WHERE state = 'in_flight';
 CREATE INDEX notifications_subscription ON notifications (subscription_id, state);
 

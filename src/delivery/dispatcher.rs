@@ -3,6 +3,7 @@
 //! in flight. New notifications wake it at once; otherwise it sleeps until
 //! the next due time.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -17,6 +18,10 @@ const CLAIM_BATCH: usize = 256;
 
 /// Longest sleep without a wake-up, a safety net for clock jumps.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+/// Claimed notifications a host may hold, as a multiple of its cap on
+/// attempts in flight: the rest of its queue stays in the database.
+const HOST_QUEUE_FACTOR: usize = 4;
 
 /// Longest wait while due work is held back only by host caps.
 const SATURATED_PAUSE: Duration = Duration::from_millis(50);
@@ -35,12 +40,21 @@ pub(super) fn run(shared: &Shared, wake: Receiver<()>, jobs: Sender<Claimed>) {
         }
         return;
     }
+    let mut cursor = String::new();
     while !shared.stopping.load(Ordering::SeqCst) {
         let ready = take_deferred_with_room(shared);
         hand_over(shared, &jobs, ready);
 
-        let claimed = match shared.store.claim_due(batch_size, saturated_hosts(shared)) {
-            Ok(claimed) => claimed,
+        let quota = host_quotas(shared);
+        let constrained = quota.is_constrained();
+        let claimed = match shared
+            .store
+            .claim_due(batch_size, cursor.clone(), move |host| quota.room(host))
+        {
+            Ok((claimed, last_host)) => {
+                cursor = last_host;
+                claimed
+            }
             Err(error) => {
                 error!("cannot claim due notifications: {error}");
                 let _ = wake.recv_timeout(ERROR_PAUSE);
@@ -61,9 +75,9 @@ pub(super) fn run(shared: &Shared, wake: Receiver<()>, jobs: Sender<Claimed>) {
             };
             if sleep.is_zero() {
                 // Work became due since the claim, or is due only for hosts
-                // at their cap. An ending attempt wakes this thread; the
+                // with full queues. An ending attempt wakes this thread; the
                 // short pause bounds the wait for work due meanwhile.
-                if saturated_hosts(shared).is_empty() {
+                if !constrained {
                     continue;
                 }
                 let _ = wake.recv_timeout(SATURATED_PAUSE);
@@ -87,21 +101,35 @@ pub(super) fn run(shared: &Shared, wake: Receiver<()>, jobs: Sender<Claimed>) {
     shared.unsent().extend(deferred);
 }
 
-/// Hosts at their cap of attempts in flight, or with notifications already
-/// waiting for a slot.
-fn saturated_hosts(shared: &Shared) -> Vec<String> {
-    let cap = shared.settings.max_in_flight_per_host;
+/// How many more notifications each host may have claimed: attempts in
+/// flight plus those held back, up to `HOST_QUEUE_FACTOR` times the cap.
+struct HostQuotas {
+    limit: usize,
+    held: HashMap<String, usize>,
+}
+
+impl HostQuotas {
+    fn room(&self, host: &str) -> usize {
+        self.limit
+            .saturating_sub(self.held.get(host).copied().unwrap_or(0))
+    }
+
+    /// True when some host already holds claimed notifications.
+    fn is_constrained(&self) -> bool {
+        !self.held.is_empty()
+    }
+}
+
+fn host_quotas(shared: &Shared) -> HostQuotas {
     let hosts = shared.hosts();
-    let mut saturated: Vec<String> = hosts
-        .in_flight
-        .iter()
-        .filter(|(_, count)| **count >= cap)
-        .map(|(authority, _)| authority.clone())
-        .collect();
-    saturated.extend(hosts.deferred.keys().cloned());
-    saturated.sort();
-    saturated.dedup();
-    saturated
+    let mut held: HashMap<String, usize> = hosts.in_flight.clone();
+    for (host, queue) in &hosts.deferred {
+        *held.entry(host.clone()).or_insert(0) += queue.len();
+    }
+    HostQuotas {
+        limit: shared.settings.max_in_flight_per_host * HOST_QUEUE_FACTOR,
+        held,
+    }
 }
 
 /// Takes a slot for each claimed notification whose host has room and

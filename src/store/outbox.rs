@@ -65,24 +65,65 @@ pub enum RecordedOutcome {
 }
 
 impl Store {
-    /// Marks up to `limit` due notifications in flight and returns them,
-    /// oldest due first, skipping targets whose `host:port` is in `skip`.
-    pub fn claim_due(&self, limit: usize, skip: Vec<String>) -> Result<Vec<Claimed>, StoreError> {
+    /// Marks due notifications in flight and returns them: for each target
+    /// `host:port`, at most `quota(host)` of its oldest due ones, and at most
+    /// `limit` in all. Hosts are visited in name order starting after
+    /// `start_after`, so successive claims take turns among hosts. Returns
+    /// the last host visited too.
+    pub fn claim_due(
+        &self,
+        limit: usize,
+        start_after: String,
+        quota: impl Fn(&str) -> usize + Send + 'static,
+    ) -> Result<(Vec<Claimed>, String), StoreError> {
         self.writer().write(move |connection| {
             let now = now_ms();
-            let skip = serde_json::Value::from(skip).to_string();
-            // NOTE: notifications of skipped targets are still scanned, so a
-            // large backlog for a saturated host costs a longer claim query.
-            let claimed: Vec<Claimed> = connection
-                .prepare_cached(
-                    "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts,
-                            s.target_authority
-                     FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
-                     WHERE n.state = 'pending' AND n.due_at <= ?1
-                       AND s.target_authority NOT IN (SELECT value FROM json_each(?3))
-                     ORDER BY n.due_at LIMIT ?2",
-                )?
-                .query_map(params![now, limit as i64, skip], |row| {
+            let mut claimed: Vec<Claimed> = Vec::new();
+            let mut cursor = start_after.clone();
+            let mut wrapped = false;
+            let mut last_visited = start_after.clone();
+
+            // A loose index scan: one index seek per host with pending
+            // notifications, so a host with a large backlog costs no more to
+            // pass over than one with a single notification.
+            // NOTE: each claim still visits every host that has pending
+            // notifications, due or not; thousands of such hosts make a claim
+            // cost thousands of index seeks.
+            let mut next_host = connection.prepare_cached(
+                "SELECT target_authority FROM notifications
+                 WHERE state = 'pending' AND target_authority > ?1
+                 ORDER BY target_authority LIMIT 1",
+            )?;
+            let mut due_for_host = connection.prepare_cached(
+                "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts
+                 FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
+                 WHERE n.state = 'pending' AND n.target_authority = ?1 AND n.due_at <= ?2
+                 ORDER BY n.due_at LIMIT ?3",
+            )?;
+            while claimed.len() < limit {
+                let host: Option<String> = next_host
+                    .query_row(params![cursor], |row| row.get(0))
+                    .optional()?;
+                let host = match host {
+                    Some(host) => host,
+                    None if !wrapped && !start_after.is_empty() => {
+                        wrapped = true;
+                        cursor = String::new();
+                        continue;
+                    }
+                    None => break,
+                };
+                if wrapped && host > start_after {
+                    break;
+                }
+                cursor = host.clone();
+                last_visited = host.clone();
+
+                let room = quota(&host).min(limit - claimed.len());
+                if room == 0 {
+                    continue;
+                }
+                let rows = due_for_host.query_map(params![host, now, room as i64], |row| {
                     Ok(Claimed {
                         notification_id: row.get(0)?,
                         subscription_id: row.get(1)?,
@@ -90,16 +131,20 @@ impl Store {
                         target_url: row.get(3)?,
                         resource_url: row.get(4)?,
                         attempt: row.get::<_, u32>(5)? + 1,
-                        authority: row.get(6)?,
+                        authority: host.clone(),
                     })
-                })?
-                .collect::<Result<_, _>>()?;
+                })?;
+                for row in rows {
+                    claimed.push(row?);
+                }
+            }
 
-            let mut mark = connection.prepare_cached("UPDATE notifications SET state = 'in_flight' WHERE id = ?1")?;
+            let mut mark = connection
+                .prepare_cached("UPDATE notifications SET state = 'in_flight' WHERE id = ?1")?;
             for notification in &claimed {
                 mark.execute(params![notification.notification_id])?;
             }
-            Ok(claimed)
+            Ok((claimed, last_visited))
         })
     }
 

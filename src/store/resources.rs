@@ -199,8 +199,9 @@ fn queue_notifications(
 ) -> Result<usize, StoreError> {
     let inserted = connection
         .prepare_cached(
-            "INSERT INTO notifications (id, subscription_id, event, resource_url, state, attempts, due_at, created_at)
-             SELECT lower(hex(randomblob(16))), id, event, ?1, 'pending', 0, ?2, ?2
+            "INSERT INTO notifications (id, subscription_id, event, resource_url, target_authority, state, attempts,
+                                        due_at, created_at)
+             SELECT lower(hex(randomblob(16))), id, event, ?1, target_authority, 'pending', 0, ?2, ?2
              FROM subscriptions WHERE user_id = ?3 AND event = ?4 AND removed_at IS NULL",
         )?
         .execute(params![resource_url, now, user_id, event.as_str()])?;

@@ -181,18 +181,26 @@ fn commit_batch(connection: &Connection, batch: Vec<Job>) {
     }
 }
 
+/// Runs a statement without parameters from the statement cache, which
+/// saves parsing it for every job.
+fn run_cached(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 fn run_in_savepoint(connection: &Connection, job: Job) -> Completion {
-    if let Err(error) = connection.execute_batch("SAVEPOINT job") {
+    if let Err(error) = run_cached(connection, "SAVEPOINT job") {
         let (_, completion) = job(Err(StoreError::from(error)));
         return completion;
     }
     let (succeeded, completion) = job(Ok(connection));
-    let end = if succeeded {
-        "RELEASE job"
+    let ended = if succeeded {
+        run_cached(connection, "RELEASE job")
     } else {
-        "ROLLBACK TO job; RELEASE job"
+        run_cached(connection, "ROLLBACK TO job")
+            .and_then(|()| run_cached(connection, "RELEASE job"))
     };
-    if let Err(error) = connection.execute_batch(end) {
+    if let Err(error) = ended {
         error!("cannot end a savepoint: {error}");
     }
     completion

@@ -54,8 +54,11 @@ fn in_flight_left_by_crash_is_sent_again() {
     let connection = rusqlite::Connection::open(config.data_dir.join("hookd.db")).unwrap();
     connection
         .execute(
-            "INSERT INTO notifications (id, subscription_id, event, resource_url, state, attempts, due_at, created_at)
-             SELECT 'left-in-flight', id, event, 'http://example.invalid/v2/clients/x', 'in_flight', 0, 0, 0 FROM subscriptions",
+            "INSERT INTO notifications (id, subscription_id, event, resource_url, target_authority, state, attempts,
+                                        due_at, created_at)
+             SELECT 'left-in-flight', id, event, 'http://example.invalid/v2/clients/x', target_authority, 'in_flight',
+                    0, 0, 0
+             FROM subscriptions",
             [],
         )
         .unwrap();
