@@ -2,6 +2,7 @@
 //! (authentication, body reading, JSON parsing).
 
 mod hooks;
+mod openapi;
 mod resources;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct AppState {
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(healthz))
+        .route("/openapi.json", web::get().to(openapi::document))
         .service(
             web::resource("/v2/hooks")
                 .route(web::post().to(hooks::subscribe))

@@ -7,5 +7,6 @@ mod events;
 mod helpers;
 mod hostile_receivers;
 mod lifecycle;
+mod openapi;
 mod races;
 mod raw_receiver;
