@@ -70,6 +70,12 @@ fn main() {
         .and_then(|index| arguments.get(index + 1).cloned())
         .unwrap_or_else(|| "target/bench-results.json".into());
     let scale = if smoke { Scale::smoke() } else { Scale::full() };
+    // `--only NAME` runs one scenario after the one-to-one run it needs.
+    let only = arguments
+        .iter()
+        .position(|argument| argument == "--only")
+        .and_then(|index| arguments.get(index + 1).cloned());
+    let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
 
     let receiver = Receiver::start();
     eprintln!("measuring the raw ureq baseline");
@@ -90,26 +96,26 @@ fn main() {
         "one-to-one",
     );
     results.push(one_to_one.clone());
-    results.push(fan_out(&hookd, &receiver, &memory, &scale));
-    results.push(steady_latency(
-        &hookd,
-        &receiver,
-        &memory,
-        &scale,
-        one_to_one.api_per_second,
-    ));
-    results.push(slow_neighbour(
-        &hookd,
-        &receiver,
-        &memory,
-        &scale,
-        one_to_one.delivered_per_second,
-    ));
-    results.push(api_only(&hookd, &memory, &scale));
+    if wanted("fan-out") {
+        results.push(fan_out(&hookd, &receiver, &memory, &scale));
+    }
+    if wanted("steady") {
+        let rate = one_to_one.api_per_second;
+        results.push(steady_latency(&hookd, &receiver, &memory, &scale, rate));
+    }
+    if wanted("slow-neighbour") {
+        let rate = one_to_one.delivered_per_second;
+        results.push(slow_neighbour(&hookd, &receiver, &memory, &scale, rate));
+    }
+    if wanted("api") {
+        results.push(api_only(&hookd, &memory, &scale));
+    }
     drop(memory);
     hookd.stop();
 
-    results.push(backlog_drain(&scale));
+    if wanted("backlog") {
+        results.push(backlog_drain(&scale));
+    }
 
     results.print();
     results.write_json(&json_path);

@@ -14,7 +14,7 @@ use url::{Host, Url};
 
 /// A destination address that the rules refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("destination not allowed: {address} is a {range} address")]
+#[error("destination not allowed: {address} is in a refused range ({range})")]
 pub struct Refused {
     pub address: IpAddr,
     pub range: &'static str,
@@ -34,7 +34,7 @@ const METADATA: [&str; 5] = [
 
 /// Refused networks and what they are, from the IANA special-purpose
 /// address registries for IPv4 and IPv6.
-const REFUSED: [(&str, &str); 25] = [
+const REFUSED: [(&str, &str); 27] = [
     ("0.0.0.0/8", "unspecified"),
     ("10.0.0.0/8", "private"),
     ("100.64.0.0/10", "shared (CGNAT)"),
@@ -50,7 +50,9 @@ const REFUSED: [(&str, &str); 25] = [
     ("203.0.113.0/24", "documentation"),
     ("224.0.0.0/4", "multicast"),
     ("240.0.0.0/4", "reserved"),
-    ("::/96", "IPv4-compatible or unspecified"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::/96", "IPv4-compatible"),
     ("64:ff9b:1::/48", "local NAT64"),
     ("100::/64", "discard-only"),
     ("2001::/23", "IETF protocol assignment"),
@@ -224,7 +226,7 @@ pub fn parse_target(text: &str, max_length: usize, guard: &Guard) -> Result<Targ
 fn check_literal(guard: &Guard, text: &str, address: IpAddr) -> Result<(), String> {
     guard.check(address).map_err(|refused| {
         format!(
-            "target_url {text:?} is not allowed: {} is a {} address; use a public address, or ask the operator to add its network to delivery.allowed_networks",
+            "target_url {text:?} is not allowed: {} is in a refused range ({}); use a public address, or ask the operator to add its network to delivery.allowed_networks",
             refused.address, refused.range
         )
     })

@@ -76,7 +76,11 @@ impl Store {
         start_after: String,
         quota: impl Fn(&str) -> usize + Send + 'static,
     ) -> Result<(Vec<Claimed>, String), StoreError> {
-        self.writer().write(move |connection| {
+        // The claim is returned before its commit: if the commit is lost,
+        // the notifications stay pending and are sent again later, which
+        // at-least-once delivery allows. Waiting for the commit would add a
+        // disk sync to every claim.
+        self.writer().write_before_commit(move |connection| {
             let now = now_ms();
             let mut claimed: Vec<Claimed> = Vec::new();
             let mut cursor = start_after.clone();

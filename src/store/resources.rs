@@ -64,12 +64,7 @@ impl Store {
         let caller = caller.clone();
         self.writer().write(move |connection| {
             if kind == Kind::Subtasks {
-                let task_id = fields.get("task_id").and_then(Value::as_str).unwrap_or_default();
-                if !resource_exists(connection, caller.domain_id, Kind::Tasks, task_id)? {
-                    return Err(ResourceError::Invalid(format!(
-                        "field `task_id`: task {task_id:?} not found in this domain; create the task first"
-                    )));
-                }
+                check_task_exists(connection, caller.domain_id, &fields)?;
             }
 
             let id = crate::secrets::new_id();
@@ -152,6 +147,9 @@ impl Store {
                 }
             }
             validate(&fields).map_err(ResourceError::Invalid)?;
+            if kind == Kind::Subtasks {
+                check_task_exists(connection, caller.domain_id, &fields)?;
+            }
 
             let now = now_ms();
             fields.insert("updated_at".into(), Value::String(rfc3339(now)));
@@ -172,6 +170,25 @@ impl Store {
                 notifications,
             })
         })
+    }
+}
+
+/// Checks that a subtask's `task_id` names a task of the same domain.
+fn check_task_exists(
+    connection: &Connection,
+    domain_id: i64,
+    fields: &Map<String, Value>,
+) -> Result<(), ResourceError> {
+    let task_id = fields
+        .get("task_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if resource_exists(connection, domain_id, Kind::Tasks, task_id)? {
+        Ok(())
+    } else {
+        Err(ResourceError::Invalid(format!(
+            "field `task_id`: task {task_id:?} not found in this domain; create the task first"
+        )))
     }
 }
 

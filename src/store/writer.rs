@@ -88,6 +88,36 @@ impl Writer {
             .map_err(|_| E::from(StoreError::WriterStopped))?
     }
 
+    /// Runs `work` in the next group commit and returns its result as soon
+    /// as it has run, before the transaction commits. Only for writes whose
+    /// loss in a crash or failed commit is harmless: the caller must not
+    /// promise anyone that the change is stored.
+    pub fn write_before_commit<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = crossbeam_channel::bounded::<Result<T, StoreError>>(1);
+        let job: Job = Box::new(move |connection| {
+            let result = match connection {
+                Ok(connection) => work(connection),
+                Err(error) => Err(error),
+            };
+            let succeeded = result.is_ok();
+            let _ = reply.send(result);
+            let completion: Completion = Box::new(|commit_error| {
+                if let Some(error) = commit_error {
+                    error!("a write answered before its commit was lost: {error}");
+                }
+            });
+            (succeeded, completion)
+        });
+        self.sender
+            .send(Message::Job(job))
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.recv().map_err(|_| StoreError::WriterStopped)?
+    }
+
     /// Queues `work` without waiting for it. `then` runs after the commit
     /// with the job's result, or with the commit's error.
     pub fn submit<T, F, C>(&self, work: F, then: C) -> Result<(), StoreError>

@@ -222,6 +222,10 @@ fn resource_input_errors() {
         400,
         "not found",
     );
+    let parent = admin.create("tasks", json!({"name": "parent"}));
+    let child = admin.create("subtasks", json!({"name": "child", "task_id": parent}));
+    let moved = admin.patch(&format!("/v2/subtasks/{child}"), r#"{"task_id": "nope"}"#);
+    assert_error(&moved, 400, "not found");
     assert_error(
         &admin.post("/v2/events", r#"{"title": "x", "start": "tomorrow"}"#),
         400,
@@ -269,7 +273,7 @@ fn resource_input_errors() {
     );
     assert_eq!(
         server.query_i64("SELECT count(*) FROM resources", &[]),
-        2,
+        4,
         "no partial writes"
     );
 }
