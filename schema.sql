@@ -15,6 +15,8 @@ CREATE TABLE users (
     domain_id   INTEGER NOT NULL REFERENCES domains (id),
     name        TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
+    -- Kept by the triggers below, so the per-user limit costs no count.
+    active_subscriptions INTEGER NOT NULL DEFAULT 0,
     UNIQUE (domain_id, name)
 );
 
@@ -69,6 +71,17 @@ CREATE TABLE subscriptions (
 CREATE UNIQUE INDEX subscriptions_active_target ON subscriptions (target_key) WHERE removed_at IS NULL;
 CREATE INDEX subscriptions_user_event ON subscriptions (user_id, event) WHERE removed_at IS NULL;
 
+CREATE TRIGGER subscriptions_count_insert AFTER INSERT ON subscriptions WHEN NEW.removed_at IS NULL
+BEGIN
+    UPDATE users SET active_subscriptions = active_subscriptions + 1 WHERE id = NEW.user_id;
+END;
+
+CREATE TRIGGER subscriptions_count_remove AFTER UPDATE OF removed_at ON subscriptions
+    WHEN OLD.removed_at IS NULL AND NEW.removed_at IS NOT NULL
+BEGIN
+    UPDATE users SET active_subscriptions = active_subscriptions - 1 WHERE id = NEW.user_id;
+END;
+
 -- The outbox. States: pending (waiting for due_at), in_flight (claimed by the
 -- dispatcher), delivered, failed (its last attempt removed the subscription)
 -- and cancelled (the subscription was removed for another reason).
@@ -93,8 +106,9 @@ CREATE TABLE notifications (
 
 CREATE INDEX notifications_due ON notifications (due_at) WHERE state = 'pending';
 CREATE INDEX notifications_host_due ON notifications (target_authority, due_at) WHERE state = 'pending';
-CREATE INDEX notifications_in_flight ON notifications (state) WHERE state = 'in_flight';
-CREATE INDEX notifications_subscription ON notifications (subscription_id, state);
+-- Indexed by subscription alone: an index with the state in it would be
+-- rewritten at every claim and every outcome.
+CREATE INDEX notifications_subscription ON notifications (subscription_id);
 
 CREATE TABLE attempts (
     id               INTEGER PRIMARY KEY,

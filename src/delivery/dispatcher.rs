@@ -21,7 +21,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 
 /// Claimed notifications a host may hold, as a multiple of its cap on
 /// attempts in flight: the rest of its queue stays in the database.
-const HOST_QUEUE_FACTOR: usize = 4;
+const HOST_QUEUE_FACTOR: usize = 16;
 
 /// Longest wait while due work is held back only by host caps.
 const SATURATED_PAUSE: Duration = Duration::from_millis(50);

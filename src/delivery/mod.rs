@@ -157,7 +157,7 @@ impl Delivery {
 
         let (wake_sender, wake_receiver) = crossbeam_channel::bounded(1);
         let (job_sender, job_receiver) =
-            crossbeam_channel::bounded::<Claimed>(settings.senders * 4);
+            crossbeam_channel::bounded::<Claimed>(settings.senders * 16);
         let (finished_sender, finished) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             store,

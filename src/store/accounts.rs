@@ -118,7 +118,7 @@ impl Store {
         let mut statement = connection.prepare(
             "SELECT d.name, u.name, u.created_at,
                     (SELECT count(*) FROM api_keys k WHERE k.user_id = u.id AND k.revoked_at IS NULL),
-                    (SELECT count(*) FROM subscriptions s WHERE s.user_id = u.id AND s.removed_at IS NULL)
+                    u.active_subscriptions
              FROM users u JOIN domains d ON d.id = u.domain_id
              WHERE ?1 IS NULL OR d.name = ?1
              ORDER BY d.name, u.name",

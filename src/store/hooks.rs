@@ -75,7 +75,7 @@ impl Store {
     ) -> Result<Subscription, SubscribeError> {
         self.writer().write(move |connection| {
             let active: i64 = connection
-                .prepare_cached("SELECT count(*) FROM subscriptions WHERE user_id = ?1 AND removed_at IS NULL")?
+                .prepare_cached("SELECT active_subscriptions FROM users WHERE id = ?1")?
                 .query_row(params![new.user_id], |row| row.get(0))?;
             if active >= i64::from(new.max_per_user) {
                 return Err(SubscribeError::LimitReached(new.max_per_user));

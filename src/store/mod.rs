@@ -94,6 +94,49 @@ pub struct Store {
     pool: Pool<SqliteConnectionManager>,
     writer: Writer,
     writer_thread: Arc<Mutex<Option<writer::WriterThread>>>,
+    checkpointer: Arc<Mutex<Option<Checkpointer>>>,
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A thread that runs passive WAL checkpoints on its own connection, which
+/// never block the writer or readers.
+struct Checkpointer {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(connection: Connection) -> Checkpointer {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("hookd-checkpoint".into())
+            .spawn(move || {
+                let _ = connection
+                    .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()));
+                loop {
+                    let done = stopped.recv_timeout(CHECKPOINT_INTERVAL).is_ok();
+                    let checkpoint: rusqlite::Result<(i64, i64, i64)> =
+                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        });
+                    if let Err(error) = checkpoint {
+                        log::warn!("WAL checkpoint failed: {error}");
+                    }
+                    if done {
+                        break;
+                    }
+                }
+            })
+            .expect("failed to spawn the checkpoint thread");
+        Checkpointer { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -139,16 +182,22 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         configure(&connection, synchronous)?;
         migrate(&connection)?;
+        // The checkpointer thread copies the WAL into the database, so
+        // commits on the writer never wait for a checkpoint's disk syncs.
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        connection.pragma_update(None, "cache_size", -8000)?;
 
         let manager = SqliteConnectionManager::file(path)
             .with_init(move |connection| configure(connection, synchronous));
-        let pool = Pool::builder().max_size(16).build(manager)?;
+        let pool = Pool::builder().max_size(8).build(manager)?;
 
+        let checkpointer = Checkpointer::start(Connection::open(path)?);
         let (writer, writer_thread) = Writer::start(connection);
         Ok(Store {
             pool,
             writer,
             writer_thread: Arc::new(Mutex::new(Some(writer_thread))),
+            checkpointer: Arc::new(Mutex::new(Some(checkpointer))),
         })
     }
 
@@ -167,6 +216,10 @@ impl Store {
         let thread = self.writer_thread.lock().map(|mut slot| slot.take());
         if let Ok(Some(thread)) = thread {
             thread.stop();
+        }
+        let checkpointer = self.checkpointer.lock().map(|mut slot| slot.take());
+        if let Ok(Some(checkpointer)) = checkpointer {
+            checkpointer.stop();
         }
     }
 
