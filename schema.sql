@@ -105,6 +105,7 @@ CREATE TABLE notifications (
 );
 
 CREATE INDEX notifications_due ON notifications (due_at) WHERE state = 'pending';
+CREATE INDEX notifications_finished ON notifications (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX notifications_host_due ON notifications (target_authority, due_at) WHERE state = 'pending';
 -- Indexed by subscription alone: an index with the state in it would be
 -- rewritten at every claim and every outcome.

@@ -15,6 +15,7 @@ use log::info;
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError};
 use crate::delivery::{Delivery, Settings};
+use crate::maintenance::Pruner;
 use crate::store::{AccountError, Store, StoreError};
 
 /// Domain and user created on an empty database.
@@ -51,6 +52,7 @@ pub struct Application {
     address: SocketAddr,
     store: Store,
     delivery: Delivery,
+    pruner: Pruner,
     shutdown_grace: Duration,
 }
 
@@ -77,6 +79,7 @@ impl Application {
         let state = web::Data::new(AppState {
             store: store.clone(),
             waker: delivery.waker(),
+            monitor: delivery.monitor(),
             guard: Arc::clone(&guard),
             base_url: config.public_base_url(address),
             max_body_bytes: config.max_body_bytes,
@@ -87,6 +90,23 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap_fn(|request, service| {
+                    use actix_web::dev::Service;
+                    let method = request.method().to_string();
+                    let route = request
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    let response = service.call(request);
+                    async move {
+                        let response = response.await?;
+                        let status = response.status().as_u16().to_string();
+                        crate::metrics::METRICS
+                            .http_requests
+                            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+                            .inc();
+                        Ok(response)
+                    }
+                })
                 .wrap(middleware::Logger::new(
                     "request peer=%a request=\"%r\" status=%s bytes=%b ms=%D",
                 ))
@@ -99,11 +119,13 @@ impl Application {
         let server = server.listen(listener).map_err(StartError::Server)?.run();
         info!("listening on http://{address}");
 
+        let pruner = Pruner::start(store.clone(), config.retention, config.prune_interval);
         Ok(Application {
             server,
             address,
             store,
             delivery,
+            pruner,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -129,6 +151,7 @@ impl Application {
         self.server.await.map_err(StartError::Server)?;
         info!("HTTP server stopped; finishing delivery attempts in flight");
         self.delivery.stop(self.shutdown_grace);
+        self.pruner.stop();
         self.store.close();
         info!("hookd stopped");
         Ok(())

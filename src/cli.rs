@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::api::rfc3339;
 use crate::app::{Application, StartError};
-use crate::config::{CONFIG_ENV, Config, ConfigError};
+use crate::config::{CONFIG_ENV, Config, ConfigError, LogFormat};
 use crate::store::{AccountError, Store, StoreError};
 
 #[derive(Parser)]
@@ -47,6 +47,20 @@ enum Command {
     /// Inspect subscriptions.
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// Copy the database to FILE while the server runs (SQLite online
+    /// backup). Restore by stopping hookd and putting the copy in place of
+    /// the database file.
+    Backup {
+        /// The new file; it must not exist yet.
+        file: PathBuf,
+    },
+    /// Probe a running server's /readyz; exit 0 when ready, 1 otherwise.
+    /// For container and systemd health checks.
+    Healthcheck {
+        /// Base URL of the server; defaults to the config's listen address.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +128,8 @@ enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Account(#[from] AccountError),
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("invalid {what} {value:?}: {rule}")]
     Invalid {
         what: &'static str,
@@ -130,8 +146,11 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    // A config that does not load is reported by the command itself.
+    let format = Config::load(cli.config.as_deref())
+        .map(|config| config.log_format)
+        .unwrap_or(LogFormat::Text);
+    init_logger(default_level, format);
 
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,6 +182,20 @@ fn run(cli: Cli) -> Result<(), CliError> {
         });
     }
 
+    match cli.command {
+        Command::Backup { file } => {
+            crate::store::backup_database(&config.database_path(), &file)?;
+            eprintln!(
+                "backed up {} to {}",
+                config.database_path().display(),
+                file.display()
+            );
+            return Ok(());
+        }
+        Command::Healthcheck { url } => return healthcheck(url, &config),
+        _ => {}
+    }
+
     let store = Store::open(&config.database_path(), config.synchronous)?;
     let result = operate(&store, cli.command);
     store.close();
@@ -171,9 +204,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
 
 fn operate(store: &Store, command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve | Command::CheckConfig { .. } => {
-            unreachable!("handled before the store opens")
-        }
+        Command::Serve
+        | Command::CheckConfig { .. }
+        | Command::Backup { .. }
+        | Command::Healthcheck { .. } => unreachable!("handled before the store opens"),
         Command::Domain(DomainCommand::Add { name }) => {
             check_name("domain", &name)?;
             store.create_domain(&name)?;
@@ -277,4 +311,68 @@ fn check_name(what: &'static str, name: &str) -> Result<(), CliError> {
             rule: "use 1 to 253 letters, digits, '.', '-' or '_'",
         })
     }
+}
+
+/// Probes `/readyz` of a running server.
+fn healthcheck(url: Option<String>, config: &Config) -> Result<(), CliError> {
+    let base = url.unwrap_or_else(|| {
+        let mut address = config.listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{address}")
+    });
+    let target = format!("{}/readyz", base.trim_end_matches('/'));
+    let response = ureq::get(&target)
+        .timeout(std::time::Duration::from_secs(5))
+        .call();
+    match response {
+        Ok(_) => {
+            println!("ready");
+            Ok(())
+        }
+        Err(ureq::Error::Status(status, response)) => {
+            let body = response.into_string().unwrap_or_default();
+            Err(CliError::NotReady(format!(
+                "{target} answered {status}: {}",
+                body.trim()
+            )))
+        }
+        Err(error) => Err(CliError::NotReady(format!(
+            "cannot reach {target}: {error}"
+        ))),
+    }
+}
+
+/// Sets up `log` output on stderr: `RUST_LOG` picks levels, `format` the
+/// line format.
+fn init_logger(default_level: &str, format: LogFormat) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    if format == LogFormat::Json {
+        builder.format(|buffer, record| {
+            use std::io::Write;
+            let message = record.args().to_string();
+            let mut object = serde_json::Map::new();
+            let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+            object.insert("time".into(), time.into());
+            object.insert("level".into(), record.level().as_str().into());
+            object.insert("target".into(), record.target().into());
+            // The key=value pairs of a line also become fields of their own.
+            for token in message.split_whitespace() {
+                if let Some((key, value)) = token.split_once('=') {
+                    let plain_key = !key.is_empty()
+                        && key
+                            .bytes()
+                            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+                    if plain_key && !object.contains_key(key) {
+                        object.insert(key.into(), value.trim_matches('"').into());
+                    }
+                }
+            }
+            object.insert("message".into(), message.into());
+            writeln!(buffer, "{}", serde_json::Value::Object(object))
+        });
+    }
+    builder.init();
 }

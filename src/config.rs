@@ -59,7 +59,24 @@ pub struct Config {
     /// How long attempts in flight may run on after a stop signal.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// How long finished notifications and their attempts, and removed
+    /// subscriptions, are kept before pruning.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+    /// How often the pruning pass runs.
+    #[serde(deserialize_with = "duration")]
+    pub prune_interval: Duration,
+    /// Log line format: `text` (key=value lines) or `json` (one object per
+    /// line, for log shippers).
+    pub log_format: LogFormat,
     pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -116,6 +133,9 @@ impl Default for Config {
             max_target_url_length: 2048,
             max_subscriptions_per_user: 1000,
             shutdown_grace: Duration::from_secs(10),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            prune_interval: Duration::from_secs(600),
+            log_format: LogFormat::Text,
             delivery: DeliveryConfig::default(),
         }
     }
@@ -216,6 +236,13 @@ impl Config {
                 "max_target_url_length",
                 format!("{} is below the minimum of 64", self.max_target_url_length),
             ));
+        }
+
+        if self.retention < Duration::from_secs(1) {
+            return Err(invalid("retention", "must be at least 1s".into()));
+        }
+        if self.prune_interval < Duration::from_millis(100) {
+            return Err(invalid("prune_interval", "must be at least 100ms".into()));
         }
 
         let delivery = &self.delivery;

@@ -8,6 +8,8 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod events;
+pub mod maintenance;
+pub mod metrics;
 pub mod secrets;
 pub mod store;
 

@@ -8,6 +8,7 @@ use super::{AppState, authenticate, json_type, parse_object, read_body, rfc3339}
 use crate::delivery::destination::parse_target;
 use crate::error::ApiError;
 use crate::events::Event;
+use crate::metrics::METRICS;
 use crate::store::{AttemptRecord, NewSubscription, SubscribeError, Subscription};
 
 const SUBSCRIBE_EXAMPLE: &str =
@@ -133,6 +134,10 @@ pub async fn unsubscribe(
             "no active subscription with id {id:?}"
         )));
     }
+    METRICS
+        .subscriptions_removed
+        .with_label_values(&["deleted"])
+        .inc();
     info!(
         "subscription removed hook={id} domain={} user={} reason=deleted",
         caller.domain_name, caller.user_name

@@ -11,9 +11,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
-use crate::delivery::Waker;
 use crate::delivery::destination::Guard;
+use crate::delivery::{Monitor, Waker};
 use crate::error::ApiError;
+use crate::metrics::METRICS;
 use crate::secrets;
 use crate::store::{Caller, Store};
 
@@ -21,6 +22,7 @@ use crate::store::{Caller, Store};
 pub struct AppState {
     pub store: Store,
     pub waker: Waker,
+    pub monitor: Monitor,
     pub guard: Arc<Guard>,
     /// Base of resource URLs, without a trailing slash.
     pub base_url: String,
@@ -34,6 +36,8 @@ pub struct AppState {
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .route("/openapi.json", web::get().to(openapi::document))
         .service(
             web::resource("/v2/hooks")
@@ -63,6 +67,49 @@ pub fn configure(config: &mut web::ServiceConfig) {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers and every delivery thread runs.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    let database = web::block(move || store.ping()).await;
+    let problem = match database {
+        Ok(Ok(())) => state.monitor.problem(),
+        Ok(Err(error)) => Some(format!("the database does not answer: {error}")),
+        Err(error) => Some(format!("the database check failed: {error}")),
+    };
+    match problem {
+        None => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Some(reason) => {
+            log::warn!("not ready: {reason}");
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": reason }))
+        }
+    }
+}
+
+/// Prometheus text format; queue figures are read from the database at
+/// each scrape.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    match web::block(move || store.queue_stats()).await {
+        Ok(Ok(stats)) => {
+            METRICS.notifications_waiting.set(stats.waiting);
+            METRICS.subscriptions_active.set(stats.active_subscriptions);
+            let age = stats
+                .oldest_due_at
+                .map(|due_at| (crate::store::now_ms() - due_at).max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            METRICS.oldest_due_age.set(age);
+        }
+        Ok(Err(error)) => log::error!("cannot read queue figures for metrics: {error}"),
+        Err(error) => log::error!("cannot read queue figures for metrics: {error}"),
+    }
+    METRICS
+        .notifications_in_flight
+        .set(state.monitor.in_flight() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(METRICS.render())
 }
 
 async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::{AppState, authenticate, json_type, parse_object, read_body};
 use crate::error::ApiError;
 use crate::events::Kind;
+use crate::metrics::METRICS;
 use crate::store::{Change, ResourceError};
 
 /// Fields hookd sets; a client cannot.
@@ -147,6 +148,12 @@ fn document_response(
 }
 
 fn after_change(state: &AppState, change: &Change) {
+    if let Some(event) = change.event {
+        METRICS
+            .notifications_created
+            .with_label_values(&[event.as_str()])
+            .inc_by(change.notifications as u64);
+    }
     if change.notifications > 0 {
         state.waker.wake();
     }

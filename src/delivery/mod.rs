@@ -76,6 +76,61 @@ struct Shared {
     /// Claimed notifications that were not sent because of a stop.
     unsent: Mutex<Vec<String>>,
     hosts: Mutex<HostSlots>,
+    /// Dispatcher and sender threads running now.
+    threads_running: std::sync::atomic::AtomicUsize,
+}
+
+/// A read-only view of the engine for health checks and metrics. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Monitor {
+    shared: Arc<Shared>,
+}
+
+impl Monitor {
+    /// Why delivery is not ready, or None when every thread runs.
+    pub fn problem(&self) -> Option<String> {
+        let expected = self.shared.settings.senders + 1;
+        let running = self.shared.threads_running.load(Ordering::SeqCst);
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            Some("delivery is stopping".into())
+        } else if running < expected {
+            Some(format!(
+                "{} of {expected} delivery threads have stopped",
+                expected - running
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Notifications claimed and not yet recorded: being sent, waiting in
+    /// the senders' channel, or held back for a busy host.
+    pub fn in_flight(&self) -> usize {
+        let hosts = self.shared.hosts();
+        hosts.in_flight.values().sum::<usize>()
+            + hosts
+                .deferred
+                .values()
+                .map(|queue| queue.len())
+                .sum::<usize>()
+    }
+}
+
+/// Counts a thread as running until it is dropped, also on a panic.
+struct RunningThread<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> RunningThread<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> RunningThread<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        RunningThread(counter)
+    }
+}
+
+impl Drop for RunningThread<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Attempts in flight per target `host:port`, and claimed notifications
@@ -168,6 +223,7 @@ impl Delivery {
             },
             unsent: Mutex::new(Vec::new()),
             hosts: Mutex::new(HostSlots::default()),
+            threads_running: std::sync::atomic::AtomicUsize::new(0),
         });
 
         let senders = (0..shared.settings.senders)
@@ -179,6 +235,7 @@ impl Delivery {
                     .name(format!("hookd-sender-{index}"))
                     .stack_size(256 * 1024)
                     .spawn(move || {
+                        let _running = RunningThread::enter(&shared.threads_running);
                         sender::run(&shared, jobs);
                         let _ = finished.send(());
                     })
@@ -190,7 +247,10 @@ impl Delivery {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("hookd-dispatcher".into())
-                .spawn(move || dispatcher::run(&shared, wake_receiver, job_sender))
+                .spawn(move || {
+                    let _running = RunningThread::enter(&shared.threads_running);
+                    dispatcher::run(&shared, wake_receiver, job_sender)
+                })
                 .expect("failed to spawn the dispatcher thread")
         };
 
@@ -207,13 +267,14 @@ impl Delivery {
         })
     }
 
-    pub fn waker(&self) -> Waker {
-        self.shared.waker.clone()
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            shared: self.shared.clone(),
+        }
     }
 
-    /// True while the dispatcher and every sender thread run.
-    pub fn is_alive(&self) -> bool {
-        !self.dispatcher.is_finished() && self.senders.iter().all(|sender| !sender.is_finished())
+    pub fn waker(&self) -> Waker {
+        self.shared.waker.clone()
     }
 
     /// Stops claiming work, lets attempts in flight finish within `grace`,

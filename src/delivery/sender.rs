@@ -13,6 +13,7 @@ use url::Url;
 use super::Shared;
 use super::destination::{GuardedResolver, find_refusal};
 use super::policy::{FailureClass, Outcome, classify_status, parse_retry_after, response_prefix};
+use crate::metrics::METRICS;
 use crate::store::{AttemptResult, Claimed, NextStep, RecordedOutcome, now_ms, record_attempt};
 
 const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
@@ -55,7 +56,10 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
     let started_at = now_ms();
     let clock = Instant::now();
     let (outcome, body) = attempt(agent, &claimed, settings.max_response_bytes);
-    let duration_ms = clock.elapsed().as_millis() as i64;
+    let elapsed = clock.elapsed();
+    let duration_ms = elapsed.as_millis() as i64;
+    METRICS.attempts.with_label_values(&[outcome.label()]).inc();
+    METRICS.attempt_duration.observe(elapsed.as_secs_f64());
 
     let jitter = random_unit();
     let next = settings
@@ -97,6 +101,7 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
         move |recorded| match recorded {
             Ok(RecordedOutcome::Retry { .. }) => waker.wake(),
             Ok(RecordedOutcome::SubscriptionRemoved { reason }) => {
+                METRICS.subscriptions_removed.with_label_values(&[reason]).inc();
                 error!("subscription removed hook={subscription_id} notification={notification_id} reason={reason}")
             }
             Ok(_) => {}

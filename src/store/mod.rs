@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use accounts::{AccountError, Caller, KeyInfo, Revoked, UserInfo};
 pub use hooks::{AttemptRecord, NewSubscription, SubscribeError, Subscription};
-pub use outbox::{AttemptResult, Claimed, NextStep, RecordedOutcome, record_attempt};
+pub use outbox::{AttemptResult, Claimed, NextStep, QueueStats, RecordedOutcome, record_attempt};
 pub use resources::{Change, Resource, ResourceError, Validator};
 pub use writer::Writer;
 
@@ -40,6 +40,8 @@ pub enum StoreError {
         "database schema version {found} is newer than this hookd supports ({supported}); run a newer hookd"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error("backup failed: {0}")]
+    Backup(String),
     #[error("cannot create data directory {path}: {message}")]
     DataDir { path: String, message: String },
 }
@@ -229,6 +231,52 @@ impl Store {
         let connection = self.reader()?;
         Ok(connection.query_row("PRAGMA integrity_check", [], |row| row.get(0))?)
     }
+}
+
+/// Copies the database at `source` to a new file `destination` with
+/// SQLite's online backup API, while other connections keep reading and
+/// writing. The copy is written beside `destination` first, checked with
+/// `PRAGMA integrity_check`, then renamed into place.
+pub fn backup_database(source: &Path, destination: &Path) -> Result<(), StoreError> {
+    let io_error = |message: String| StoreError::Backup(message);
+    if destination.exists() {
+        return Err(io_error(format!(
+            "{} already exists; choose a new file name or remove it first",
+            destination.display()
+        )));
+    }
+    if !source.exists() {
+        return Err(io_error(format!(
+            "database {} not found; check `database` or `data_dir`",
+            source.display()
+        )));
+    }
+    let partial = destination.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+
+    let source = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    source.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))?;
+    let mut copy = Connection::open(&partial)?;
+    {
+        let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
+        // Small steps with pauses let the server's writer go on between them.
+        backup.run_to_completion(256, std::time::Duration::from_millis(5), None)?;
+    }
+    let check: String = copy.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+    drop(copy);
+    if check != "ok" {
+        let _ = std::fs::remove_file(&partial);
+        return Err(io_error(format!(
+            "the copy failed its integrity check: {check}"
+        )));
+    }
+    std::fs::rename(&partial, destination).map_err(|error| {
+        io_error(format!(
+            "cannot move the copy to {}: {error}",
+            destination.display()
+        ))
+    })?;
+    Ok(())
 }
 
 /// Applies the embedded schema to an empty database and checks the version

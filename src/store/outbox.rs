@@ -49,6 +49,14 @@ pub struct AttemptResult {
     pub next: NextStep,
 }
 
+/// Queue figures for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueStats {
+    pub waiting: i64,
+    pub active_subscriptions: i64,
+    pub oldest_due_at: Option<i64>,
+}
+
 /// What recording an attempt changed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordedOutcome {
@@ -196,6 +204,67 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Figures for metrics: notifications waiting, active subscriptions, and
+    /// the due time of the oldest waiting notification that is already due.
+    pub fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let connection = self.reader()?;
+        let waiting: i64 = connection
+            .prepare_cached("SELECT count(*) FROM notifications WHERE state = 'pending'")?
+            .query_row([], |row| row.get(0))?;
+        let active_subscriptions: i64 = connection
+            .prepare_cached("SELECT count(*) FROM subscriptions WHERE removed_at IS NULL")?
+            .query_row([], |row| row.get(0))?;
+        let oldest_due_at: Option<i64> = connection
+            .prepare_cached(
+                "SELECT min(due_at) FROM notifications WHERE state = 'pending' AND due_at <= ?1",
+            )?
+            .query_row(params![now_ms()], |row| row.get(0))?;
+        Ok(QueueStats {
+            waiting,
+            active_subscriptions,
+            oldest_due_at,
+        })
+    }
+
+    /// Deletes up to `batch` finished notifications (with their attempts)
+    /// that finished before `cutoff`, and up to `batch` subscriptions
+    /// removed before `cutoff` that have no notifications left. Returns how
+    /// many notifications and subscriptions were deleted.
+    pub fn prune_batch(&self, cutoff: i64, batch: usize) -> Result<(usize, usize), StoreError> {
+        self.writer().write(move |connection| {
+            let batch = batch as i64;
+            connection
+                .prepare_cached(
+                    "DELETE FROM attempts WHERE notification_id IN
+                     (SELECT id FROM notifications WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
+                )?
+                .execute(params![cutoff, batch])?;
+            let notifications = connection
+                .prepare_cached(
+                    "DELETE FROM notifications WHERE id IN
+                     (SELECT id FROM notifications WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2)",
+                )?
+                .execute(params![cutoff, batch])?;
+            let subscriptions = connection
+                .prepare_cached(
+                    "DELETE FROM subscriptions WHERE id IN
+                     (SELECT s.id FROM subscriptions s
+                      WHERE s.removed_at < ?1
+                        AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.subscription_id = s.id)
+                      LIMIT ?2)",
+                )?
+                .execute(params![cutoff, batch])?;
+            Ok((notifications, subscriptions))
+        })
+    }
+
+    /// Checks that the database answers a query.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let connection = self.reader()?;
+        connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?;
+        Ok(())
     }
 
     /// Counts notifications by state, for operators and tests.

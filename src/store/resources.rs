@@ -24,6 +24,8 @@ pub struct Resource {
 pub struct Change {
     pub resource: Resource,
     pub notifications: usize,
+    /// The event the change fired, if it fired one.
+    pub event: Option<Event>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ impl Store {
             Ok(Change {
                 resource: Resource { id, kind, document },
                 notifications,
+                event: Some(kind.created_event()),
             })
         })
     }
@@ -160,14 +163,19 @@ impl Store {
                 .execute(params![document, completed, now, id])?;
 
             let mut notifications = 0;
-            if completed && !was_completed
-                && let Some(event) = kind.completed_event() {
-                    let resource_url = format!("{base_url}/v2/{kind}/{id}");
-                    notifications = queue_notifications(connection, caller.user_id, event, &resource_url, now)?;
-                }
+            let mut fired = None;
+            if completed
+                && !was_completed
+                && let Some(event) = kind.completed_event()
+            {
+                let resource_url = format!("{base_url}/v2/{kind}/{id}");
+                notifications = queue_notifications(connection, caller.user_id, event, &resource_url, now)?;
+                fired = Some(event);
+            }
             Ok(Change {
                 resource: Resource { id, kind, document },
                 notifications,
+                event: fired,
             })
         })
     }

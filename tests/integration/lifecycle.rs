@@ -131,7 +131,7 @@ fn revoking_last_key_removes_subscriptions() {
 }
 
 /// The real executable, started with `serve` on port 0, its log collected
-/// from stderr.
+/// from stderr. Dropping it without `terminate` kills the process.
 struct Executable {
     child: std::process::Child,
     address: String,
@@ -153,6 +153,7 @@ impl Executable {
         for (name, value) in environment {
             command.env(name, value);
         }
+        command.stdout(Stdio::null());
         let mut child = command.spawn().unwrap();
 
         let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
@@ -162,8 +163,16 @@ impl Executable {
         // Read the log to its end so the child never blocks on a full pipe.
         let reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
+                // The address ends at the first character a URL of this
+                // form cannot hold, so text and JSON lines both work.
                 if let Some(found) = line.split("listening on ").nth(1) {
-                    let _ = address_sender.send(found.trim().to_owned());
+                    let address: String = found
+                        .chars()
+                        .take_while(|character| {
+                            character.is_ascii_alphanumeric() || ":/.".contains(*character)
+                        })
+                        .collect();
+                    let _ = address_sender.send(address);
                 }
                 collected.lock().unwrap().push(line);
             }
@@ -201,6 +210,16 @@ impl Executable {
         }
         let log = self.log.lock().unwrap().clone();
         (status, log)
+    }
+}
+
+impl Drop for Executable {
+    fn drop(&mut self) {
+        // Only reached when a test failed before `terminate`.
+        if self.reader.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -329,4 +348,33 @@ fn restart_with_shorter_waits_pulls_retries_in() {
     let _server = TestServer::resume(config, data_dir);
     let received = receiver.wait_for("/shorter", 2);
     assert!(received[1].at - received[0].at >= Duration::from_millis(500));
+}
+
+#[test]
+fn json_log_format_writes_objects() {
+    let executable = Executable::start(&[("HOOKD_LOG_FORMAT", "json")]);
+    let health = ureq::get(&format!("{}/healthz", executable.address))
+        .call()
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let (status, log) = executable.terminate();
+    assert!(status.success());
+
+    let objects: Vec<serde_json::Value> = log
+        .iter()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("{line:?} is not JSON: {error}"))
+        })
+        .collect();
+    assert!(
+        objects
+            .iter()
+            .all(|object| object["level"].is_string() && object["message"].is_string())
+    );
+    let request = objects
+        .iter()
+        .find(|object| object["message"].as_str().unwrap().starts_with("request "))
+        .expect("a request line");
+    assert_eq!(request["status"], "200");
 }

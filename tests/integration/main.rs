@@ -8,5 +8,6 @@ mod helpers;
 mod hostile_receivers;
 mod lifecycle;
 mod openapi;
+mod operations;
 mod races;
 mod raw_receiver;
