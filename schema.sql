@@ -61,6 +61,11 @@ CREATE TABLE subscriptions (
     -- Host and port of the target, the unit of the per-destination cap on
     -- attempts in flight.
     target_authority TEXT NOT NULL,
+    -- Signing secret (whsec_ + base64), and the one it replaced, which still
+    -- signs until previous_secret_expires_at.
+    secret          TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_secret_expires_at INTEGER,
     created_at      INTEGER NOT NULL,
     removed_at      INTEGER,
     removed_reason  TEXT CHECK (removed_reason IN ('deleted', 'receiver_gone', 'attempts_exhausted', 'key_revoked')),
@@ -93,6 +98,8 @@ CREATE TABLE notifications (
     -- The subscription's target host:port, copied so that claims can walk
     -- the queue host by host.
     target_authority TEXT NOT NULL,
+    -- For a redelivery: the notification it repeats.
+    redelivery_of   TEXT,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'delivered', 'failed', 'cancelled')),
     -- Failed attempts so far; the next attempt's number is attempts + 1.
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -107,9 +114,9 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_due ON notifications (due_at) WHERE state = 'pending';
 CREATE INDEX notifications_finished ON notifications (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX notifications_host_due ON notifications (target_authority, due_at) WHERE state = 'pending';
--- Indexed by subscription alone: an index with the state in it would be
--- rewritten at every claim and every outcome.
-CREATE INDEX notifications_subscription ON notifications (subscription_id);
+-- Indexed by subscription and creation time, which never change: an index
+-- with the state in it would be rewritten at every claim and outcome.
+CREATE INDEX notifications_subscription ON notifications (subscription_id, created_at);
 
 CREATE TABLE attempts (
     id               INTEGER PRIMARY KEY,

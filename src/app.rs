@@ -86,6 +86,7 @@ impl Application {
             max_document_bytes: config.max_document_bytes,
             max_target_url_length: config.max_target_url_length,
             max_subscriptions_per_user: config.max_subscriptions_per_user,
+            secret_rotation_overlap: config.delivery.secret_rotation_overlap,
         });
         let mut server = HttpServer::new(move || {
             App::new()

@@ -47,6 +47,9 @@ enum Command {
     /// Inspect subscriptions.
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// Inspect and redeliver notifications.
+    #[command(subcommand)]
+    Notifications(NotificationsCommand),
     /// Copy the database to FILE while the server runs (SQLite online
     /// backup). Restore by stopping hookd and putting the copy in place of
     /// the database file.
@@ -118,6 +121,28 @@ enum HooksCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum NotificationsCommand {
+    /// List a subscription's notifications, newest first, with attempts.
+    List {
+        #[arg(long)]
+        hook: String,
+        /// Notifications to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Send every failed or cancelled notification of an active
+    /// subscription again, as new notifications.
+    Redeliver {
+        #[arg(long)]
+        hook: String,
+        /// Only notifications created since then: an RFC 3339 time such as
+        /// 2026-12-04T10:00:00Z, or a duration ago such as 2h.
+        #[arg(long)]
+        since: String,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error(transparent)]
@@ -128,6 +153,8 @@ enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Account(#[from] AccountError),
+    #[error("{0}")]
+    NotFound(String),
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("invalid {what} {value:?}: {rule}")]
@@ -269,6 +296,64 @@ fn operate(store: &Store, command: Command) -> Result<(), CliError> {
                 );
             }
         }
+        Command::Notifications(NotificationsCommand::List { hook, limit }) => {
+            let Some((user_id, _)) = store.subscription_owner(&hook)? else {
+                return Err(CliError::NotFound(format!(
+                    "subscription {hook:?} not found; list them with `hookd hooks list --all`"
+                )));
+            };
+            let page = store.deliveries(user_id, &hook, limit.clamp(1, 1000), None)?;
+            println!("ID\tEVENT\tSTATE\tCREATED\tATTEMPTS\tLAST_OUTCOME");
+            for notification in page.map(|page| page.notifications).unwrap_or_default() {
+                let last = notification
+                    .attempts
+                    .last()
+                    .map(|attempt| {
+                        format!(
+                            "{} {}",
+                            attempt.outcome,
+                            attempt
+                                .status
+                                .map(|status| status.to_string())
+                                .unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    notification.id,
+                    notification.event,
+                    notification.state,
+                    rfc3339(notification.created_at),
+                    notification.attempts.len(),
+                    last.trim()
+                );
+            }
+        }
+        Command::Notifications(NotificationsCommand::Redeliver { hook, since }) => {
+            let since_ms = parse_since(&since)?;
+            let Some((user_id, removed)) = store.subscription_owner(&hook)? else {
+                return Err(CliError::NotFound(format!(
+                    "subscription {hook:?} not found; list them with `hookd hooks list --all`"
+                )));
+            };
+            if let Some(reason) = removed {
+                return Err(CliError::NotFound(format!(
+                    "subscription {hook:?} was removed ({reason}); notifications can be redelivered only to an active subscription"
+                )));
+            }
+            let failed = store.failed_notifications(&hook, since_ms)?;
+            let mut queued = 0;
+            for notification in &failed {
+                if let Some(new_id) = store.redeliver(user_id, &hook, notification)? {
+                    println!("{new_id}\tredelivers {notification}");
+                    queued += 1;
+                }
+            }
+            eprintln!(
+                "queued {queued} redeliveries; a running server sends them within its next claim"
+            );
+        }
         Command::Hooks(HooksCommand::List { all }) => {
             println!("ID\tDOMAIN\tUSER\tEVENT\tCREATED\tREMOVED\tTARGET_HOST");
             for (domain, user, subscription) in store.list_all_subscriptions(all)? {
@@ -375,4 +460,23 @@ fn init_logger(default_level: &str, format: LogFormat) {
         });
     }
     builder.init();
+}
+
+/// Reads `--since`: an RFC 3339 time, or a duration before now.
+fn parse_since(text: &str) -> Result<i64, CliError> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or(0);
+        return Ok(since);
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(crate::store::now_ms() - ago.as_millis() as i64);
+    }
+    Err(CliError::Invalid {
+        what: "--since",
+        value: text.to_owned(),
+        rule: "give an RFC 3339 time such as 2026-12-04T10:00:00Z or a duration such as 2h",
+    })
 }

@@ -109,6 +109,9 @@ pub struct DeliveryConfig {
     /// When true, nothing is sent: notifications are stored and wait until
     /// hookd runs with this false again.
     pub paused: bool,
+    /// How long the previous signing secret still signs after a rotation.
+    #[serde(deserialize_with = "duration")]
+    pub secret_rotation_overlap: Duration,
     /// Cap on a receiver's `Retry-After`.
     #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
@@ -152,6 +155,7 @@ impl Default for DeliveryConfig {
             paused: false,
             retry_waits: vec![Duration::from_secs(60), Duration::from_secs(300)],
             max_retry_after: Duration::from_secs(3600),
+            secret_rotation_overlap: Duration::from_secs(24 * 3600),
             max_response_bytes: 1024,
             allowed_networks: Vec::new(),
         }

@@ -18,7 +18,7 @@ const SUBSCRIBE_EXAMPLE: &str =
 const ATTEMPTS_SHOWN: u32 = 20;
 
 fn subscription_json(subscription: &Subscription) -> Value {
-    json!({
+    let mut body = json!({
         "id": subscription.id,
         "event": subscription.event,
         "target_url": subscription.target_url,
@@ -26,10 +26,14 @@ fn subscription_json(subscription: &Subscription) -> Value {
         "active": subscription.removed_at.is_none(),
         "removed_at": subscription.removed_at.map(rfc3339),
         "removed_reason": subscription.removed_reason,
-    })
+    });
+    if let Some(secret) = &subscription.secret {
+        body["secret"] = Value::String(secret.clone());
+    }
+    body
 }
 
-fn attempt_json(attempt: &AttemptRecord) -> Value {
+pub(super) fn attempt_json(attempt: &AttemptRecord) -> Value {
     json!({
         "notification_id": attempt.notification_id,
         "attempt": attempt.number,

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state, and the helpers every handler uses
 //! (authentication, body reading, JSON parsing).
 
+mod deliveries;
 mod hooks;
 mod openapi;
 mod resources;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub max_document_bytes: usize,
     pub max_target_url_length: usize,
     pub max_subscriptions_per_user: u32,
+    pub secret_rotation_overlap: std::time::Duration,
 }
 
 /// Registers every route.
@@ -43,6 +45,21 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::resource("/v2/hooks")
                 .route(web::post().to(hooks::subscribe))
                 .route(web::get().to(hooks::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v2/hooks/{id}/secret/rotate")
+                .route(web::post().to(deliveries::rotate_secret))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v2/hooks/{id}/deliveries")
+                .route(web::get().to(deliveries::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v2/hooks/{id}/deliveries/{notification}/redeliver")
+                .route(web::post().to(deliveries::redeliver))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

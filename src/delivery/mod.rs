@@ -6,6 +6,7 @@ pub mod destination;
 mod dispatcher;
 pub mod policy;
 mod sender;
+pub mod signing;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,6 +13,7 @@ use url::Url;
 use super::Shared;
 use super::destination::{GuardedResolver, find_refusal};
 use super::policy::{FailureClass, Outcome, classify_status, parse_retry_after, response_prefix};
+use super::signing;
 use crate::metrics::METRICS;
 use crate::store::{AttemptResult, Claimed, NextStep, RecordedOutcome, now_ms, record_attempt};
 
@@ -151,15 +152,26 @@ fn attempt(
     claimed: &Claimed,
     max_response_bytes: usize,
 ) -> (Outcome, Option<(String, bool)>) {
-    let request = agent
+    let body = notification_body(&claimed.resource_url);
+    let timestamp = now_ms() / 1000;
+    let secrets: Vec<&str> = claimed.secrets.iter().map(String::as_str).collect();
+    let signature = signing::signature_header(&secrets, &claimed.notification_id, timestamp, &body);
+    let mut request = agent
         .post(&claimed.target_url)
         .set("Content-Type", "application/json")
+        .set("webhook-id", &claimed.notification_id)
+        .set("webhook-timestamp", &timestamp.to_string())
+        .set("webhook-signature", &signature)
         .set("X-Hookd-Event", &claimed.event)
         .set("X-Hookd-Subscription", &claimed.subscription_id)
         .set("X-Hookd-Notification", &claimed.notification_id)
         .set("X-Hookd-Attempt", &claimed.attempt.to_string());
 
-    let response = match request.send_string(&notification_body(&claimed.resource_url)) {
+    if let Some(original) = &claimed.redelivery_of {
+        request = request.set("X-Hookd-Redelivery-Of", original);
+    }
+
+    let response = match request.send_string(&body) {
         Ok(response) | Err(ureq::Error::Status(_, response)) => response,
         Err(ureq::Error::Transport(transport)) => return (classify_transport(&transport), None),
     };

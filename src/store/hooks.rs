@@ -21,6 +21,9 @@ pub struct Subscription {
     pub created_at: i64,
     pub removed_at: Option<i64>,
     pub removed_reason: Option<String>,
+    /// The signing secret, set only on the subscription just created: it
+    /// is shown once.
+    pub secret: Option<String>,
 }
 
 /// One delivery attempt as stored.
@@ -63,6 +66,7 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
         created_at: row.get(3)?,
         removed_at: row.get(4)?,
         removed_reason: row.get(5)?,
+        secret: None,
     })
 }
 
@@ -88,11 +92,13 @@ impl Store {
                 created_at: now_ms(),
                 removed_at: None,
                 removed_reason: None,
+                secret: Some(crate::delivery::signing::new_secret()),
             };
             let inserted = connection
                 .prepare_cached(
-                    "INSERT INTO subscriptions (id, user_id, event, target_url, target_key, target_authority, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO subscriptions (id, user_id, event, target_url, target_key, target_authority, secret,
+                                                created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     subscription.id,
@@ -101,6 +107,7 @@ impl Store {
                     subscription.target_url,
                     new.target_key,
                     new.target_authority,
+                    subscription.secret,
                     subscription.created_at
                 ]);
             match inserted {
@@ -204,4 +211,219 @@ impl Store {
             .collect::<Result<_, _>>()?;
         Ok(Some((subscription, attempts)))
     }
+
+    /// Gives the user's active subscription a new signing secret and keeps
+    /// the old one signing for `overlap_ms`. Returns the new secret, or None
+    /// when there is no such active subscription.
+    pub fn rotate_secret(
+        &self,
+        user_id: i64,
+        id: &str,
+        overlap_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let id = id.to_owned();
+        self.writer().write(move |connection| {
+            let secret = crate::delivery::signing::new_secret();
+            let now = now_ms();
+            let changed = connection
+                .prepare_cached(
+                    "UPDATE subscriptions
+                     SET previous_secret = secret, previous_secret_expires_at = ?1, secret = ?2
+                     WHERE id = ?3 AND user_id = ?4 AND removed_at IS NULL",
+                )?
+                .execute(params![now + overlap_ms, secret, id, user_id])?;
+            Ok((changed > 0).then_some(secret))
+        })
+    }
+
+    /// A page of the notifications of one of the user's subscriptions,
+    /// active or removed, newest first, each with its attempts. Returns
+    /// None when the user has no such subscription.
+    pub fn deliveries(
+        &self,
+        user_id: i64,
+        subscription_id: &str,
+        limit: usize,
+        before: Option<Cursor>,
+    ) -> Result<Option<DeliveryPage>, StoreError> {
+        let connection = self.reader()?;
+        let owned: Option<i64> = connection
+            .prepare_cached("SELECT 1 FROM subscriptions WHERE id = ?1 AND user_id = ?2")?
+            .query_row(params![subscription_id, user_id], |row| row.get(0))
+            .optional()?;
+        if owned.is_none() {
+            return Ok(None);
+        }
+
+        let (before_time, before_id) = match &before {
+            Some(cursor) => (cursor.created_at, cursor.id.clone()),
+            None => (i64::MAX, String::new()),
+        };
+        let mut notifications: Vec<NotificationRecord> = connection
+            .prepare_cached(
+                "SELECT id, event, resource_url, state, attempts, created_at, finished_at, redelivery_of, due_at
+                 FROM notifications
+                 WHERE subscription_id = ?1
+                   AND (created_at < ?2 OR (created_at = ?2 AND id < ?3) OR ?3 = '' AND created_at <= ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT ?4",
+            )?
+            .query_map(params![subscription_id, before_time, before_id, limit as i64 + 1], |row| {
+                Ok(NotificationRecord {
+                    id: row.get(0)?,
+                    event: row.get(1)?,
+                    resource_url: row.get(2)?,
+                    state: row.get(3)?,
+                    failed_attempts: row.get(4)?,
+                    created_at: row.get(5)?,
+                    finished_at: row.get(6)?,
+                    redelivery_of: row.get(7)?,
+                    due_at: row.get(8)?,
+                    attempts: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+
+        let next = if notifications.len() > limit {
+            notifications.truncate(limit);
+            notifications.last().map(|last| Cursor {
+                created_at: last.created_at,
+                id: last.id.clone(),
+            })
+        } else {
+            None
+        };
+
+        let mut attempts = connection.prepare_cached(
+            "SELECT notification_id, number, started_at, duration_ms, outcome, status, error, response_prefix,
+                    response_truncated
+             FROM attempts WHERE notification_id = ?1 ORDER BY number",
+        )?;
+        for notification in &mut notifications {
+            notification.attempts = attempts
+                .query_map(params![notification.id], attempt_from_row)?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(Some(DeliveryPage {
+            notifications,
+            next,
+        }))
+    }
+
+    /// Queues a new notification that repeats `notification_id` of the
+    /// user's active subscription. Returns the new id, or None when the
+    /// subscription is not active or the notification is not its own.
+    pub fn redeliver(
+        &self,
+        user_id: i64,
+        subscription_id: &str,
+        notification_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (subscription_id, notification_id) =
+            (subscription_id.to_owned(), notification_id.to_owned());
+        self.writer().write(move |connection| {
+            let new_id = crate::secrets::new_id();
+            let now = now_ms();
+            let inserted = connection
+                .prepare_cached(
+                    "INSERT INTO notifications (id, subscription_id, event, resource_url, target_authority, redelivery_of,
+                                                state, attempts, due_at, created_at)
+                     SELECT ?1, n.subscription_id, n.event, n.resource_url, s.target_authority, n.id, 'pending', 0, ?2, ?2
+                     FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
+                     WHERE n.id = ?3 AND s.id = ?4 AND s.user_id = ?5 AND s.removed_at IS NULL",
+                )?
+                .execute(params![new_id, now, notification_id, subscription_id, user_id])?;
+            Ok((inserted > 0).then_some(new_id))
+        })
+    }
+
+    /// Failed or cancelled notifications of an active subscription created
+    /// at or after `since`, for redelivery by an operator.
+    pub fn failed_notifications(
+        &self,
+        subscription_id: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let connection = self.reader()?;
+        let mut statement = connection.prepare(
+            "SELECT n.id FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
+             WHERE n.subscription_id = ?1 AND n.created_at >= ?2 AND n.state IN ('failed', 'cancelled')
+             ORDER BY n.created_at",
+        )?;
+        let ids = statement
+            .query_map(params![subscription_id, since], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// The owner of a subscription, as (user id, removed reason).
+    pub fn subscription_owner(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
+        let connection = self.reader()?;
+        Ok(connection
+            .query_row(
+                "SELECT user_id, removed_reason FROM subscriptions WHERE id = ?1",
+                params![subscription_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?)
+    }
+}
+
+/// Where a page of deliveries continues: the last notification shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    /// The opaque text form clients pass back.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at, self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let (created_at, id) = text.split_once('.')?;
+        let valid_id = !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_alphanumeric());
+        valid_id.then_some(Cursor {
+            created_at: created_at.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// One notification with its attempts, oldest attempt first.
+#[derive(Debug, Clone)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub event: String,
+    pub resource_url: String,
+    pub state: String,
+    pub failed_attempts: i64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub redelivery_of: Option<String>,
+    pub due_at: i64,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+pub struct DeliveryPage {
+    pub notifications: Vec<NotificationRecord>,
+    pub next: Option<Cursor>,
+}
+
+fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        notification_id: row.get(0)?,
+        number: row.get(1)?,
+        started_at: row.get(2)?,
+        duration_ms: row.get(3)?,
+        outcome: row.get(4)?,
+        status: row.get(5)?,
+        error: row.get(6)?,
+        response_prefix: row.get(7)?,
+        response_truncated: row.get(8)?,
+    })
 }

@@ -17,7 +17,10 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
 pub use accounts::{AccountError, Caller, KeyInfo, Revoked, UserInfo};
-pub use hooks::{AttemptRecord, NewSubscription, SubscribeError, Subscription};
+pub use hooks::{
+    AttemptRecord, Cursor, DeliveryPage, NewSubscription, NotificationRecord, SubscribeError,
+    Subscription,
+};
 pub use outbox::{AttemptResult, Claimed, NextStep, QueueStats, RecordedOutcome, record_attempt};
 pub use resources::{Change, Resource, ResourceError, Validator};
 pub use writer::Writer;

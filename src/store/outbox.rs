@@ -15,6 +15,11 @@ pub struct Claimed {
     pub resource_url: String,
     /// The target's `host:port`.
     pub authority: String,
+    /// Signing secrets in force: the current one, then the previous one
+    /// while its rotation overlap lasts.
+    pub secrets: Vec<String>,
+    /// For a redelivery, the notification it repeats.
+    pub redelivery_of: Option<String>,
     /// This attempt's number, starting at 1.
     pub attempt: u32,
 }
@@ -107,7 +112,8 @@ impl Store {
                  ORDER BY target_authority LIMIT 1",
             )?;
             let mut due_for_host = connection.prepare_cached(
-                "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts
+                "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts, s.secret,
+                        CASE WHEN s.previous_secret_expires_at > ?2 THEN s.previous_secret END, n.redelivery_of
                  FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
                  WHERE n.state = 'pending' AND n.target_authority = ?1 AND n.due_at <= ?2
                  ORDER BY n.due_at LIMIT ?3",
@@ -144,6 +150,11 @@ impl Store {
                         resource_url: row.get(4)?,
                         attempt: row.get::<_, u32>(5)? + 1,
                         authority: host.clone(),
+                        secrets: [row.get::<_, Option<String>>(6)?, row.get::<_, Option<String>>(7)?]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                        redelivery_of: row.get(8)?,
                     })
                 })?;
                 for row in rows {

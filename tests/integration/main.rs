@@ -11,3 +11,4 @@ mod openapi;
 mod operations;
 mod races;
 mod raw_receiver;
+mod signing;
