@@ -89,8 +89,14 @@ pub enum Synchronous {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
-    /// Sender threads, each making one delivery attempt at a time.
+    /// Sender threads kept when idle; each makes one attempt at a time.
     pub senders: usize,
+    /// Sender threads at most. The pool grows while notifications wait and
+    /// every sender is busy, which slow receivers need.
+    pub max_senders: usize,
+    /// Idle time after which a sender thread above `senders` exits.
+    #[serde(deserialize_with = "duration")]
+    pub sender_idle_timeout: Duration,
     /// Limit on establishing the TCP (and TLS) connection of one attempt.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
@@ -147,7 +153,9 @@ impl Default for Config {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            senders: 16,
+            senders: 4,
+            max_senders: 256,
+            sender_idle_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
             max_attempts: 3,
@@ -254,6 +262,21 @@ impl Config {
             return Err(invalid(
                 "delivery.senders",
                 format!("{} is outside 1 to 4096", delivery.senders),
+            ));
+        }
+        if delivery.max_senders < delivery.senders || delivery.max_senders > 4096 {
+            return Err(invalid(
+                "delivery.max_senders",
+                format!(
+                    "{} must be from delivery.senders ({}) to 4096",
+                    delivery.max_senders, delivery.senders
+                ),
+            ));
+        }
+        if delivery.sender_idle_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "delivery.sender_idle_timeout",
+                "must be at least 100ms".into(),
             ));
         }
         if delivery.max_in_flight_per_host == 0 {

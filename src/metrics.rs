@@ -25,6 +25,8 @@ pub struct Metrics {
     /// Notifications claimed by the dispatcher and not yet recorded.
     pub notifications_in_flight: IntGauge,
     pub subscriptions_active: IntGauge,
+    /// Sender threads alive.
+    pub sender_threads: IntGauge,
     /// Seconds since the oldest waiting notification became due; 0 when
     /// nothing is overdue.
     pub oldest_due_age: Gauge,
@@ -112,6 +114,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "hookd_subscriptions_active",
             "Active subscriptions.",
         ),
+        sender_threads: gauge(&registry, "hookd_sender_threads", "Sender threads alive."),
         attempt_duration,
         oldest_due_age,
         registry,

@@ -124,6 +124,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     METRICS
         .notifications_in_flight
         .set(state.monitor.in_flight() as i64);
+    METRICS.sender_threads.set(state.monitor.senders() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(METRICS.render())

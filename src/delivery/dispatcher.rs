@@ -10,7 +10,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use log::{error, warn};
 
+use std::sync::Arc;
+
 use super::Shared;
+use super::pool::SenderPool;
 use crate::store::{Claimed, now_ms};
 
 /// Most notifications claimed in one transaction.
@@ -29,7 +32,7 @@ const SATURATED_PAUSE: Duration = Duration::from_millis(50);
 /// Sleep after a database error before claiming again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-pub(super) fn run(shared: &Shared, wake: Receiver<()>, jobs: Sender<Claimed>) {
+pub(super) fn run(shared: &Arc<Shared>, wake: Receiver<()>, jobs: Sender<Claimed>) {
     let batch_size = CLAIM_BATCH
         .min(jobs.capacity().unwrap_or(CLAIM_BATCH))
         .max(1);
@@ -183,7 +186,7 @@ fn take_deferred_with_room(shared: &Shared) -> Vec<Claimed> {
 /// Sends notifications that hold a host slot to the senders, waiting while
 /// the channel is full. On a stop, the rest are kept for release back to
 /// the queue.
-fn hand_over(shared: &Shared, jobs: &Sender<Claimed>, ready: Vec<Claimed>) {
+fn hand_over(shared: &Arc<Shared>, jobs: &Sender<Claimed>, ready: Vec<Claimed>) {
     let mut pending = ready.into_iter();
     while let Some(mut notification) = pending.next() {
         loop {
@@ -194,7 +197,10 @@ fn hand_over(shared: &Shared, jobs: &Sender<Claimed>, ready: Vec<Claimed>) {
                 return;
             }
             match jobs.send_timeout(notification, Duration::from_millis(100)) {
-                Ok(()) => break,
+                Ok(()) => {
+                    SenderPool::grow(shared);
+                    break;
+                }
                 Err(SendTimeoutError::Timeout(returned)) => notification = returned,
                 Err(SendTimeoutError::Disconnected(returned)) => {
                     let mut unsent = shared.unsent();

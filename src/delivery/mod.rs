@@ -5,6 +5,7 @@
 pub mod destination;
 mod dispatcher;
 pub mod policy;
+mod pool;
 mod sender;
 pub mod signing;
 
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use log::{error, info, warn};
 
 use crate::config::Config;
@@ -25,7 +26,12 @@ use policy::RetryPolicy;
 /// Everything the senders need from the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Sender threads kept when idle.
     pub senders: usize,
+    /// Sender threads at most.
+    pub max_senders: usize,
+    /// Idle time after which a sender above the minimum exits.
+    pub sender_idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub max_response_bytes: usize,
@@ -40,6 +46,8 @@ impl Settings {
         let delivery = &config.delivery;
         Ok(Settings {
             senders: delivery.senders,
+            max_senders: delivery.max_senders,
+            sender_idle_timeout: delivery.sender_idle_timeout,
             connect_timeout: delivery.connect_timeout,
             timeout: delivery.timeout,
             max_response_bytes: delivery.max_response_bytes,
@@ -77,8 +85,9 @@ struct Shared {
     /// Claimed notifications that were not sent because of a stop.
     unsent: Mutex<Vec<String>>,
     hosts: Mutex<HostSlots>,
-    /// Dispatcher and sender threads running now.
+    /// 1 while the dispatcher thread runs.
     threads_running: std::sync::atomic::AtomicUsize,
+    pool: pool::SenderPool,
 }
 
 /// A read-only view of the engine for health checks and metrics. Cheap to
@@ -91,18 +100,25 @@ pub struct Monitor {
 impl Monitor {
     /// Why delivery is not ready, or None when every thread runs.
     pub fn problem(&self) -> Option<String> {
-        let expected = self.shared.settings.senders + 1;
-        let running = self.shared.threads_running.load(Ordering::SeqCst);
+        let dispatcher = self.shared.threads_running.load(Ordering::SeqCst);
+        let senders = self.shared.pool.total();
         if self.shared.stopping.load(Ordering::SeqCst) {
             Some("delivery is stopping".into())
-        } else if running < expected {
+        } else if dispatcher == 0 {
+            Some("the dispatcher thread has stopped".into())
+        } else if senders < self.shared.settings.senders {
             Some(format!(
-                "{} of {expected} delivery threads have stopped",
-                expected - running
+                "only {senders} of at least {} sender threads run",
+                self.shared.settings.senders
             ))
         } else {
             None
         }
+    }
+
+    /// Sender threads alive now.
+    pub fn senders(&self) -> usize {
+        self.shared.pool.total()
     }
 
     /// Notifications claimed and not yet recorded: being sent, waiting in
@@ -183,8 +199,6 @@ impl Shared {
 pub struct Delivery {
     shared: Arc<Shared>,
     dispatcher: JoinHandle<()>,
-    senders: Vec<JoinHandle<()>>,
-    finished: Receiver<()>,
 }
 
 impl Delivery {
@@ -212,9 +226,9 @@ impl Delivery {
         }
 
         let (wake_sender, wake_receiver) = crossbeam_channel::bounded(1);
-        let (job_sender, job_receiver) =
-            crossbeam_channel::bounded::<Claimed>(settings.senders * 16);
-        let (finished_sender, finished) = crossbeam_channel::unbounded();
+        // Room for every sender to have one job waiting, and for a burst.
+        let capacity = (settings.max_senders * 2).max(64);
+        let (job_sender, job_receiver) = crossbeam_channel::bounded::<Claimed>(capacity);
         let shared = Arc::new(Shared {
             store,
             settings,
@@ -225,24 +239,10 @@ impl Delivery {
             unsent: Mutex::new(Vec::new()),
             hosts: Mutex::new(HostSlots::default()),
             threads_running: std::sync::atomic::AtomicUsize::new(0),
+            pool: pool::SenderPool::new(job_receiver),
         });
 
-        let senders = (0..shared.settings.senders)
-            .map(|index| {
-                let shared = shared.clone();
-                let jobs = job_receiver.clone();
-                let finished = finished_sender.clone();
-                std::thread::Builder::new()
-                    .name(format!("hookd-sender-{index}"))
-                    .stack_size(256 * 1024)
-                    .spawn(move || {
-                        let _running = RunningThread::enter(&shared.threads_running);
-                        sender::run(&shared, jobs);
-                        let _ = finished.send(());
-                    })
-                    .expect("failed to spawn a sender thread")
-            })
-            .collect();
+        pool::SenderPool::start_minimum(&shared);
 
         let dispatcher = {
             let shared = shared.clone();
@@ -256,16 +256,11 @@ impl Delivery {
         };
 
         info!(
-            "delivery started with {} sender threads",
-            shared.settings.senders
+            "delivery started with {} to {} sender threads",
+            shared.settings.senders, shared.settings.max_senders
         );
         shared.waker.wake();
-        Ok(Delivery {
-            shared,
-            dispatcher,
-            senders,
-            finished,
-        })
+        Ok(Delivery { shared, dispatcher })
     }
 
     pub fn monitor(&self) -> Monitor {
@@ -290,21 +285,11 @@ impl Delivery {
         }
 
         let deadline = Instant::now() + grace;
-        let mut running = self.senders.len();
-        while running > 0 {
-            match self.finished.recv_deadline(deadline) {
-                Ok(()) => running -= 1,
-                Err(_) => break,
-            }
-        }
+        let running = self.shared.pool.wait_for_exit(deadline);
         if running > 0 {
             warn!(
                 "{running} delivery attempts still running after the grace period; they will be sent again at the next start"
             );
-        } else {
-            for sender in self.senders {
-                let _ = sender.join();
-            }
         }
 
         let unsent = std::mem::take(&mut *self.shared.unsent());

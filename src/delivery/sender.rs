@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::Receiver;
 use log::{error, info, warn};
 use url::Url;
 
@@ -19,29 +18,31 @@ use crate::store::{AttemptResult, Claimed, NextStep, RecordedOutcome, now_ms, re
 
 const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
 
-pub(super) fn run(shared: &Arc<Shared>, jobs: Receiver<Claimed>) {
-    let settings = &shared.settings;
-    // One agent per thread keeps each thread's connections alive without
-    // contending for a shared pool.
-    let agent = ureq::AgentBuilder::new()
+/// A ureq agent for one sender thread. One agent per thread keeps each
+/// thread's connections alive without contending for a shared pool, and a
+/// slow host's connections occupy only the threads waiting on it.
+pub(super) fn new_agent(settings: &super::Settings) -> ureq::Agent {
+    ureq::AgentBuilder::new()
         .resolver(GuardedResolver::new(settings.guard.clone()))
         .timeout_connect(settings.connect_timeout)
         .timeout(settings.timeout)
         .redirects(0)
-        .max_idle_connections(32)
+        .max_idle_connections(8)
         .max_idle_connections_per_host(2)
         .user_agent(USER_AGENT)
-        .build();
+        .build()
+}
 
-    for claimed in jobs.iter() {
-        let authority = claimed.authority.clone();
-        if shared.stopping.load(Ordering::SeqCst) {
-            shared.unsent().push(claimed.notification_id);
-        } else {
-            deliver(shared, &agent, claimed);
-        }
-        shared.finish_attempt(&authority);
+/// Sends one claimed notification, or keeps it for release on a stop, and
+/// frees its host slot.
+pub(super) fn handle(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
+    let authority = claimed.authority.clone();
+    if shared.stopping.load(Ordering::SeqCst) {
+        shared.unsent().push(claimed.notification_id);
+    } else {
+        deliver(shared, agent, claimed);
     }
+    shared.finish_attempt(&authority);
 }
 
 /// The request body: exactly `{"resource_url": "<url>"}`.

@@ -271,6 +271,7 @@ fn dead_host_does_not_hold_every_sender() {
     // senders free.
     let server = TestServer::start_with(|config| {
         config.delivery.senders = 4;
+        config.delivery.max_senders = 4;
         config.delivery.max_in_flight_per_host = 2;
         config.delivery.timeout = Duration::from_secs(120);
         config.shutdown_grace = Duration::from_millis(100);
@@ -346,4 +347,42 @@ fn plain_http_answer_to_tls_is_tls_failure() {
     let attempt = &shown.body["recent_attempts"][0];
     assert_eq!(attempt["outcome"], "tls", "{attempt}");
     assert!(attempt["status"].is_null());
+}
+
+fn sender_threads(server: &TestServer) -> i64 {
+    let metrics = crate::helpers::Client::anonymous(&server.base_url).get("/metrics");
+    let text = metrics.body.as_str().unwrap().to_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix("hookd_sender_threads "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("hookd_sender_threads in /metrics")
+}
+
+#[test]
+fn sender_pool_grows_and_shrinks() {
+    let server = TestServer::start_with(|config| {
+        config.delivery.senders = 1;
+        config.delivery.max_senders = 8;
+        config.delivery.sender_idle_timeout = Duration::from_millis(300);
+        config.delivery.timeout = Duration::from_secs(20);
+    });
+    // Each answer takes 10 s, so eight requests arriving before any answer
+    // means eight senders were busy at once.
+    let receiver = Receiver::start();
+    receiver.set_delay(Duration::from_secs(10));
+    let admin = server.admin();
+    for index in 0..8 {
+        admin.subscribe(&receiver.url(&format!("/slow/{index}")), "new_project");
+    }
+    assert_eq!(sender_threads(&server), 1);
+    admin.create("projects", json!({"name": "slow"}));
+
+    wait_until("eight attempts run at once", || {
+        receiver.received().len() == 8
+    });
+    assert_eq!(attempts(&server), 0, "no attempt has ended yet");
+    assert_eq!(sender_threads(&server), 8);
+
+    wait_until("the attempts end", || attempts(&server) == 8);
+    wait_until("idle senders exit", || sender_threads(&server) == 1);
 }

@@ -33,7 +33,8 @@ pub fn test_config(data_dir: PathBuf) -> Config {
         shutdown_grace: Duration::from_secs(5),
         ..Config::default()
     };
-    config.delivery.senders = 4;
+    config.delivery.senders = 2;
+    config.delivery.max_senders = 16;
     config.delivery.connect_timeout = Duration::from_secs(2);
     config.delivery.timeout = Duration::from_secs(5);
     config.delivery.retry_waits = vec![Duration::from_millis(300)];

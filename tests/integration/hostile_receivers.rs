@@ -70,6 +70,7 @@ fn silent_receiver_times_out() {
     let server = TestServer::start_with(|config| {
         hostile_config(config, NO_RETRY);
         config.delivery.senders = 1;
+        config.delivery.max_senders = 1;
     });
     let silent = RawReceiver::start(Behaviour::Silent);
     let admin = server.admin();
@@ -94,6 +95,7 @@ fn trickled_body_frees_sender() {
     let server = TestServer::start_with(|config| {
         hostile_config(config, NO_RETRY);
         config.delivery.senders = 1;
+        config.delivery.max_senders = 1;
     });
     let trickle = RawReceiver::start(Behaviour::Trickle);
     let healthy = Receiver::start();
