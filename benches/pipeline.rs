@@ -29,6 +29,12 @@ struct Scale {
     slow_neighbour_time: Duration,
     api_time: Duration,
     client_threads: usize,
+    /// Events per latency scenario; each fans out to 200 subscriptions.
+    latency_events: usize,
+    /// Events of the mixed scenario; each fans out to 100 subscriptions.
+    mixed_events: usize,
+    /// Wait after load before reading idle memory and threads.
+    idle_wait: Duration,
 }
 
 impl Scale {
@@ -43,6 +49,9 @@ impl Scale {
             slow_neighbour_time: Duration::from_secs(5),
             api_time: Duration::from_secs(2),
             client_threads: 8,
+            latency_events: 60,
+            mixed_events: 100,
+            idle_wait: Duration::from_secs(60),
         }
     }
 
@@ -57,6 +66,9 @@ impl Scale {
             slow_neighbour_time: Duration::from_millis(500),
             api_time: Duration::from_millis(300),
             client_threads: 4,
+            latency_events: 1,
+            mixed_events: 2,
+            idle_wait: Duration::from_millis(100),
         }
     }
 }
@@ -109,6 +121,19 @@ fn main() {
     }
     if wanted("api") {
         results.push(api_only(&hookd, &memory, &scale));
+    }
+    if wanted("latency") {
+        results.push(slow_receivers(&hookd, &memory, &scale, Duration::from_millis(100), None));
+        let instant_rate = one_to_one.delivered_per_second;
+        results.push(slow_receivers(&hookd, &memory, &scale, Duration::from_millis(10), Some(instant_rate)));
+        results.push(mixed(&hookd, &memory, &scale));
+
+        std::thread::sleep(scale.idle_wait);
+        results.idle_after_load = Some((
+            support::resident_now_kib(hookd.pid()),
+            support::thread_count(hookd.pid()),
+            scale.idle_wait,
+        ));
     }
     drop(memory);
     hookd.stop();
@@ -406,5 +431,126 @@ fn backlog_drain(scale: &Scale) -> Row {
         .delivered(total, elapsed)
         .memory(peak);
     row.note = format!("{total} queued while the receiver was down; timed from the restart");
+    row
+}
+
+/// The default `delivery.max_senders`, the pool size the latency scenarios
+/// are compared with.
+const MAX_SENDERS: f64 = 256.0;
+
+/// 200 subscriptions on 50 receivers that answer after `delay`; events fan
+/// out to all of them. With `instant_rate`, the row also gives the ratio to
+/// that rate.
+fn slow_receivers(
+    hookd: &Hookd,
+    memory: &MemorySampler,
+    scale: &Scale,
+    delay: Duration,
+    instant_rate: Option<f64>,
+) -> Row {
+    let delay_ms = delay.as_millis();
+    let key = new_user(hookd, &format!("latency-{delay_ms}-user"));
+    let receivers: Vec<Receiver> = (0..50).map(|_| Receiver::start_slow(delay)).collect();
+    let targets: Vec<String> = receivers
+        .iter()
+        .flat_map(|receiver| (0..4).map(move |index| receiver.url(&format!("/slow/{index}"))))
+        .collect();
+    hookd.subscribe_many(&key, &targets, "new_client", scale.client_threads);
+    memory.reset_peak();
+    let threads_before = support::thread_count(hookd.pid());
+
+    let agent = ureq::AgentBuilder::new().build();
+    let total = scale.latency_events * targets.len();
+    let started = Instant::now();
+    for _ in 0..scale.latency_events {
+        post_json(&agent, &hookd.url("/v2/clients"), &key, &json!({"name": "slow"}));
+    }
+    let mut peak_threads = threads_before;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receivers.iter().map(Receiver::total).sum::<usize>() < total {
+        assert!(Instant::now() < deadline, "slow receivers did not get every notification");
+        peak_threads = peak_threads.max(support::thread_count(hookd.pid()));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let last = receivers.iter().filter_map(Receiver::last_arrival).max().unwrap_or_else(Instant::now);
+    let elapsed = last - started;
+
+    let mut row = Row::new(&format!("latency {delay_ms} ms"))
+        .delivered(total, elapsed)
+        .memory(memory.peak_kib());
+    let bound = MAX_SENDERS / delay.as_secs_f64();
+    let ratio_to_bound = row.delivered_per_second / bound;
+    row.note = format!(
+        "{total} notifications; {:.2} of max_senders / latency ({bound:.0}/s); threads {threads_before} before, {peak_threads} at peak",
+        ratio_to_bound
+    );
+    row.extra.insert("ratio_to_max_senders_over_latency".into(), json!(ratio_to_bound));
+    row.extra.insert("threads_before".into(), json!(threads_before));
+    row.extra.insert("threads_peak".into(), json!(peak_threads));
+    if let Some(instant) = instant_rate {
+        let ratio = row.delivered_per_second / instant.max(1.0);
+        row.note.push_str(&format!("; {ratio:.2} of the instant one-to-one rate"));
+        row.extra.insert("ratio_to_instant_one_to_one".into(), json!(ratio));
+    }
+    row
+}
+
+/// Events whose notifications go 90 % to instant receivers and 10 % to
+/// receivers that answer after 1 s, against an all-instant run.
+fn mixed(hookd: &Hookd, memory: &MemorySampler, scale: &Scale) -> Row {
+    let run = |label: &str, slow_share: usize| -> (f64, usize) {
+        let key = new_user(hookd, label);
+        let instant: Vec<Receiver> = (0..10).map(|_| Receiver::start()).collect();
+        let slow: Vec<Receiver> = (0..5).map(|_| Receiver::start_slow(Duration::from_secs(1))).collect();
+        let mut targets: Vec<String> = instant
+            .iter()
+            .flat_map(|receiver| (0..(100 - slow_share) / 10).map(move |index| receiver.url(&format!("/fast/{index}"))))
+            .collect();
+        let instant_count = targets.len();
+        targets.extend(
+            slow.iter()
+                .flat_map(|receiver| (0..slow_share / 5).map(move |index| receiver.url(&format!("/slow/{index}")))),
+        );
+        hookd.subscribe_many(&key, &targets, "new_event", scale.client_threads);
+
+        let agent = ureq::AgentBuilder::new().build();
+        let started = Instant::now();
+        for _ in 0..scale.mixed_events {
+            post_json(
+                &agent,
+                &hookd.url("/v2/events"),
+                &key,
+                &json!({"title": "mixed", "start": "2026-12-04T10:00:00Z"}),
+            );
+        }
+        let expected = instant_count * scale.mixed_events;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while instant.iter().map(Receiver::total).sum::<usize>() < expected {
+            assert!(Instant::now() < deadline, "instant receivers did not get every notification");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let last = instant.iter().filter_map(Receiver::last_arrival).max().unwrap_or_else(Instant::now);
+        let rate = expected as f64 / (last - started).as_secs_f64();
+
+        // Let the slow receivers finish before the next run.
+        let slow_expected = (targets.len() - instant_count) * scale.mixed_events;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while slow.iter().map(Receiver::total).sum::<usize>() < slow_expected {
+            assert!(Instant::now() < deadline, "slow receivers did not get every notification");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (rate, expected)
+    };
+
+    memory.reset_peak();
+    let (all_instant_rate, _) = run("mixed-all-instant-user", 0);
+    let (instant_rate, delivered) = run("mixed-user", 10);
+    let ratio = instant_rate / all_instant_rate.max(1.0);
+    let mut row = Row::new("mixed").memory(memory.peak_kib());
+    row.delivered_per_second = instant_rate;
+    row.note = format!(
+        "instant receivers at {ratio:.2} of their all-instant rate ({all_instant_rate:.0}/s); {delivered} instant notifications"
+    );
+    row.extra.insert("instant_ratio_to_all_instant".into(), json!(ratio));
     row
 }

@@ -24,6 +24,8 @@ pub fn free_port() -> u16 {
 
 #[derive(Default)]
 struct ReceiverState {
+    /// How long to wait before answering each request.
+    delay: Duration,
     total: AtomicUsize,
     arrivals: Mutex<Vec<(Instant, String)>>,
 }
@@ -40,20 +42,29 @@ const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
 impl Receiver {
     pub fn start() -> Receiver {
-        Self::listen(TcpListener::bind("127.0.0.1:0").unwrap())
+        Self::listen(TcpListener::bind("127.0.0.1:0").unwrap(), Duration::ZERO)
+    }
+
+    /// A receiver that answers each request after `delay`.
+    pub fn start_slow(delay: Duration) -> Receiver {
+        Self::listen(TcpListener::bind("127.0.0.1:0").unwrap(), delay)
     }
 
     /// Starts on a given port, for a receiver that comes back.
     pub fn start_on(port: u16) -> Receiver {
         Self::listen(
             TcpListener::bind(("127.0.0.1", port)).expect("the receiver's port is free again"),
+            Duration::ZERO,
         )
     }
 
-    fn listen(listener: TcpListener) -> Receiver {
+    fn listen(listener: TcpListener, delay: Duration) -> Receiver {
         let receiver = Receiver {
             port: listener.local_addr().unwrap().port(),
-            state: Arc::default(),
+            state: Arc::new(ReceiverState {
+                delay,
+                ..ReceiverState::default()
+            }),
         };
         let state = receiver.state.clone();
         std::thread::spawn(move || {
@@ -145,6 +156,9 @@ fn serve(stream: TcpStream, state: &ReceiverState) {
             .map(|tail| tail.trim_end_matches(['"', '}', ' ']).to_owned())
             .unwrap_or_default();
         state.arrivals.lock().unwrap().push((arrived, id));
+        if !state.delay.is_zero() {
+            std::thread::sleep(state.delay);
+        }
         state.total.fetch_add(1, Ordering::SeqCst);
         if writer.write_all(ANSWER).is_err() {
             return;
@@ -426,10 +440,24 @@ pub struct MemorySampler {
     stop: Arc<AtomicBool>,
 }
 
-fn resident_kib(pid: u32) -> Option<u64> {
+fn status_field(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn resident_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// Threads of a process now.
+pub fn thread_count(pid: u32) -> u64 {
+    status_field(pid, "Threads:").unwrap_or(0)
+}
+
+/// Resident memory of a process now, in KiB.
+pub fn resident_now_kib(pid: u32) -> u64 {
+    resident_kib(pid).unwrap_or(0)
 }
 
 impl MemorySampler {
@@ -538,6 +566,9 @@ pub struct Results {
     pub rows: Vec<Row>,
     pub idle_rss_kib: u64,
     pub smoke: bool,
+    /// Resident memory (KiB), threads, and the wait after the latency
+    /// scenarios when they were read.
+    pub idle_after_load: Option<(u64, u64, Duration)>,
 }
 
 fn machine() -> String {
@@ -563,6 +594,7 @@ impl Results {
             rows: Vec::new(),
             idle_rss_kib: 0,
             smoke,
+            idle_after_load: None,
         }
     }
 
@@ -588,6 +620,13 @@ impl Results {
             "idle resident memory: {:.1} MiB",
             self.idle_rss_kib as f64 / 1024.0
         );
+        if let Some((kib, threads, wait)) = self.idle_after_load {
+            println!(
+                "{} after the latency scenarios: {:.1} MiB resident, {threads} threads",
+                humantime::format_duration(wait),
+                kib as f64 / 1024.0
+            );
+        }
         println!();
         println!(
             "| scenario | delivered/s | ratio to baseline | API req/s | latency p50 / p99 / max (ms) | peak RSS (MiB) | note |"
@@ -648,6 +687,11 @@ impl Results {
             "smoke": self.smoke,
             "baseline_requests_per_second": self.baseline,
             "idle_rss_mib": self.idle_rss_kib as f64 / 1024.0,
+            "after_load": self.idle_after_load.map(|(kib, threads, wait)| json!({
+                "wait_seconds": wait.as_secs_f64(),
+                "rss_mib": kib as f64 / 1024.0,
+                "threads": threads,
+            })),
             "scenarios": rows,
         });
         if let Some(parent) = Path::new(path).parent() {
