@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod maintenance;
+pub mod memory;
 pub mod metrics;
 pub mod secrets;
 pub mod store;

@@ -27,7 +27,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 const HOST_QUEUE_FACTOR: usize = 16;
 
 /// Longest wait while due work is held back only by host caps.
-const SATURATED_PAUSE: Duration = Duration::from_millis(50);
+const SATURATED_PAUSE: Duration = Duration::from_millis(10);
 
 /// Sleep after a database error before claiming again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);

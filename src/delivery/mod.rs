@@ -176,20 +176,24 @@ impl Shared {
     fn finish_attempt(&self, authority: &str) {
         let cap = self.settings.max_in_flight_per_host;
         let mut hosts = self.hosts();
-        let was_full = match hosts.in_flight.get_mut(authority) {
+        let (was_full, now_idle) = match hosts.in_flight.get_mut(authority) {
             Some(count) => {
                 let was_full = *count >= cap;
                 *count -= 1;
-                if *count == 0 {
+                let now_idle = *count == 0;
+                if now_idle {
                     hosts.in_flight.remove(authority);
                 }
-                was_full
+                (was_full, now_idle)
             }
-            None => false,
+            None => (false, false),
         };
         let waiting = hosts.deferred.contains_key(authority);
         drop(hosts);
-        if was_full || waiting {
+        // A host that was full or has held-back notifications can take
+        // the next one now; a host with nothing in flight may have more
+        // due in the database. Either way the dispatcher should look.
+        if was_full || waiting || now_idle {
             self.waker.wake();
         }
     }

@@ -117,6 +117,20 @@ impl SenderPool {
 }
 
 fn run(shared: &Arc<Shared>) {
+    let retired = serve(shared);
+    let pool = &shared.pool;
+    if !retired {
+        pool.total.fetch_sub(1, Ordering::SeqCst);
+    } else {
+        // The thread's agent and buffers are freed by now.
+        crate::memory::release_free_memory();
+    }
+    let _ = pool.exited.0.send(());
+}
+
+/// Takes jobs until the channel closes (false) or the thread retires after
+/// an idle period (true).
+fn serve(shared: &Arc<Shared>) -> bool {
     let pool = &shared.pool;
     let agent = sender::new_agent(&shared.settings);
     let idle_timeout: Duration = shared.settings.sender_idle_timeout;
@@ -138,8 +152,6 @@ fn run(shared: &Arc<Shared>) {
             Err(RecvTimeoutError::Disconnected) => break false,
         }
     };
-    if !retired {
-        pool.total.fetch_sub(1, Ordering::SeqCst);
-    }
-    let _ = pool.exited.0.send(());
+    drop(agent);
+    retired
 }

@@ -194,7 +194,13 @@ impl Store {
 
         let manager = SqliteConnectionManager::file(path)
             .with_init(move |connection| configure(connection, synchronous));
-        let pool = Pool::builder().max_size(8).build(manager)?;
+        // Idle read connections close after a while, and their page caches
+        // with them, so an idle server stays small.
+        let pool = Pool::builder()
+            .max_size(8)
+            .min_idle(Some(1))
+            .idle_timeout(Some(std::time::Duration::from_secs(30)))
+            .build(manager)?;
 
         let checkpointer = Checkpointer::start(Connection::open(path)?);
         let (writer, writer_thread) = Writer::start(connection);

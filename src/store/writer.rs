@@ -4,7 +4,7 @@
 
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info};
 use rusqlite::Connection;
 
@@ -18,6 +18,9 @@ type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// what to do once the commit is known. It gets an error in place of the
 /// connection when its transaction could not begin.
 type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Completion) + Send>;
+
+/// Time without writes after which the writer frees its page cache.
+const IDLE_BEFORE_SHRINK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Largest number of jobs committed in one transaction.
 const MAX_BATCH: usize = 2048;
@@ -158,11 +161,24 @@ impl WriterThread {
 
 fn run(connection: Connection, receiver: Receiver<Message>) {
     let mut stopping = false;
+    let mut shrunk = true;
     while !stopping {
-        let first = match receiver.recv() {
+        let first = match receiver.recv_timeout(IDLE_BEFORE_SHRINK) {
             Ok(Message::Job(job)) => job,
-            Ok(Message::Stop) | Err(_) => break,
+            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                // After a busy period, give the page cache back once.
+                if !shrunk {
+                    if let Err(error) = connection.execute_batch("PRAGMA shrink_memory") {
+                        error!("cannot shrink the writer's cache: {error}");
+                    }
+                    crate::memory::release_free_memory();
+                    shrunk = true;
+                }
+                continue;
+            }
         };
+        shrunk = false;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
