@@ -45,6 +45,8 @@ CREATE TABLE resources (
 );
 
 CREATE INDEX resources_domain_kind ON resources (domain_id, kind, created_at);
+-- Serves GET /v2/<kind>: one user's resources of a kind, newest first.
+CREATE INDEX resources_user_kind ON resources (user_id, kind, created_at);
 
 -- A removed subscription is kept, with when and why, so its history stays
 -- readable. Reasons: deleted (by the client), receiver_gone (the receiver

@@ -69,8 +69,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/v2/me")
+                .route(web::get().to(resources::me))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource("/v2/{kind}")
                 .route(web::post().to(resources::create))
+                .route(web::get().to(resources::list))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -1,6 +1,6 @@
-//! `/v2/<kind>`: create, fetch and update resources. Creating a resource or
-//! completing a task or subtask queues notifications in the same
-//! transaction.
+//! `/v2/<kind>`: create, list, fetch and update resources, and `/v2/me`.
+//! Creating a resource or completing a task or subtask queues notifications
+//! in the same transaction.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
@@ -182,6 +182,104 @@ pub async fn create(
     let mut response = HttpResponse::Created();
     response.insert_header(("Location", format!("/v2/{kind}/{}", change.resource.id)));
     Ok(document_response(response, change.resource.document))
+}
+
+/// Number of resources `GET /v2/<kind>` returns without `limit`.
+const DEFAULT_LIST_LIMIT: u32 = 10;
+/// Largest `limit` that `GET /v2/<kind>` accepts.
+const MAX_LIST_LIMIT: u32 = 100;
+
+/// The query parameters of `GET /v2/<kind>`.
+struct ListQuery {
+    limit: u32,
+    completed: Option<bool>,
+}
+
+/// Parses the query string of `GET /v2/<kind>`. Unknown parameters are
+/// ignored, but a repeated `limit` or `completed` is an error.
+fn parse_list_query(kind: Kind, query: &str) -> Result<ListQuery, ApiError> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|error| {
+            ApiError::BadRequest(format!(
+                "invalid query string ({error}); send one like ?limit=10"
+            ))
+        })?
+        .into_inner();
+    let single = |name: &str| -> Result<Option<&str>, ApiError> {
+        let mut values = pairs.iter().filter(|(key, _)| key == name);
+        let first = values.next().map(|(_, value)| value.as_str());
+        if values.next().is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` is given more than once; send it once"
+            )));
+        }
+        Ok(first)
+    };
+
+    let limit = match single("limit")? {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "query parameter `limit` is {text:?}; it must be a whole number from 1 to {MAX_LIST_LIMIT}"
+                ))
+            })?,
+    };
+
+    let completed = match single("completed")? {
+        None => None,
+        Some(_) if kind.completed_event().is_none() => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `completed` applies to tasks and subtasks, not to {kind}; remove it"
+            )));
+        }
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(text) => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `completed` is {text:?}; it must be true or false"
+            )));
+        }
+    };
+    Ok(ListQuery { limit, completed })
+}
+
+/// Lists the caller's own resources of a kind, newest first, as
+/// `{"data": [...]}` (`GET /v2/<kind>`).
+pub async fn list(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let kind = parse_kind(&path.into_inner())?;
+    let caller = authenticate(&request, &state).await?;
+    let query = parse_list_query(kind, request.query_string())?;
+
+    let store = state.store.clone();
+    let documents = web::block(move || {
+        store.list_resources(caller.user_id, kind, query.completed, query.limit)
+    })
+    .await??;
+    // Each document is stored as serialized JSON, so the list is joined
+    // without parsing them again.
+    let body = format!("{{\"data\":[{}]}}", documents.join(","));
+    Ok(document_response(HttpResponse::Ok(), body))
+}
+
+/// Returns the user and domain that the request's `key` and `domain`
+/// headers authenticate (`GET /v2/me`).
+pub async fn me(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&request, &state).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "user": caller.user_name,
+        "domain": caller.domain_name,
+    })))
 }
 
 pub async fn show(

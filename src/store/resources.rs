@@ -116,6 +116,35 @@ impl Store {
         }))
     }
 
+    /// Lists the documents of one kind that a user created, newest first,
+    /// at most `limit` of them. `completed` keeps only completed (true) or
+    /// only uncompleted (false) ones. The index `resources_user_kind`
+    /// serves the order either way.
+    pub fn list_resources(
+        &self,
+        user_id: i64,
+        kind: Kind,
+        completed: Option<bool>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let connection = self.reader()?;
+        // The rowid puts the later insert first among resources created in
+        // the same millisecond. Index entries end with the rowid, so the
+        // index still serves this order without a sort.
+        let mut statement = connection.prepare_cached(
+            "SELECT document FROM resources
+             WHERE user_id = ?1 AND kind = ?2 AND (?3 IS NULL OR completed = ?3)
+             ORDER BY created_at DESC, rowid DESC
+             LIMIT ?4",
+        )?;
+        let documents = statement
+            .query_map(params![user_id, kind.as_str(), completed, limit], |row| {
+                row.get(0)
+            })?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(documents)
+    }
+
     /// Merges `patch` into a resource of the caller's domain: a field set to
     /// null is removed, any other value replaces the field. A change of
     /// `completed` from not true to true queues the kind's completion event

@@ -7,6 +7,7 @@ mod events;
 mod helpers;
 mod hostile_receivers;
 mod lifecycle;
+mod listing;
 mod openapi;
 mod operations;
 mod races;
