@@ -126,7 +126,12 @@ const unsubscribe = async (z, bundle) => {
   return response.data;
 };
 
-/** Creates perform: fetches the resource that a notification names. */
+/**
+ * Creates perform: fetches the resource that a notification names.
+ * NOTE: the notification's webhook-signature header is not verified, so a
+ * request to the Zap's URL can run the Zap for any resource of the
+ * connected hookd. resourceUrlFrom keeps the request on that hookd.
+ */
 const fetchNotified = (kind) => async (z, bundle) => {
   const response = await z.request({
     url: resourceUrlFrom(z, bundle, kind),
