@@ -123,9 +123,21 @@ fn main() {
         results.push(api_only(&hookd, &memory, &scale));
     }
     if wanted("latency") {
-        results.push(slow_receivers(&hookd, &memory, &scale, Duration::from_millis(100), None));
+        results.push(slow_receivers(
+            &hookd,
+            &memory,
+            &scale,
+            Duration::from_millis(100),
+            None,
+        ));
         let instant_rate = one_to_one.delivered_per_second;
-        results.push(slow_receivers(&hookd, &memory, &scale, Duration::from_millis(10), Some(instant_rate)));
+        results.push(slow_receivers(
+            &hookd,
+            &memory,
+            &scale,
+            Duration::from_millis(10),
+            Some(instant_rate),
+        ));
         results.push(mixed(&hookd, &memory, &scale));
 
         std::thread::sleep(scale.idle_wait);
@@ -463,16 +475,28 @@ fn slow_receivers(
     let total = scale.latency_events * targets.len();
     let started = Instant::now();
     for _ in 0..scale.latency_events {
-        post_json(&agent, &hookd.url("/v2/clients"), &key, &json!({"name": "slow"}));
+        post_json(
+            &agent,
+            &hookd.url("/v2/clients"),
+            &key,
+            &json!({"name": "slow"}),
+        );
     }
     let mut peak_threads = threads_before;
     let deadline = Instant::now() + Duration::from_secs(600);
     while receivers.iter().map(Receiver::total).sum::<usize>() < total {
-        assert!(Instant::now() < deadline, "slow receivers did not get every notification");
+        assert!(
+            Instant::now() < deadline,
+            "slow receivers did not get every notification"
+        );
         peak_threads = peak_threads.max(support::thread_count(hookd.pid()));
         std::thread::sleep(Duration::from_millis(5));
     }
-    let last = receivers.iter().filter_map(Receiver::last_arrival).max().unwrap_or_else(Instant::now);
+    let last = receivers
+        .iter()
+        .filter_map(Receiver::last_arrival)
+        .max()
+        .unwrap_or_else(Instant::now);
     let elapsed = last - started;
 
     let mut row = Row::new(&format!("latency {delay_ms} ms"))
@@ -484,13 +508,19 @@ fn slow_receivers(
         "{total} notifications; {:.2} of max_senders / latency ({bound:.0}/s); threads {threads_before} before, {peak_threads} at peak",
         ratio_to_bound
     );
-    row.extra.insert("ratio_to_max_senders_over_latency".into(), json!(ratio_to_bound));
-    row.extra.insert("threads_before".into(), json!(threads_before));
+    row.extra.insert(
+        "ratio_to_max_senders_over_latency".into(),
+        json!(ratio_to_bound),
+    );
+    row.extra
+        .insert("threads_before".into(), json!(threads_before));
     row.extra.insert("threads_peak".into(), json!(peak_threads));
     if let Some(instant) = instant_rate {
         let ratio = row.delivered_per_second / instant.max(1.0);
-        row.note.push_str(&format!("; {ratio:.2} of the instant one-to-one rate"));
-        row.extra.insert("ratio_to_instant_one_to_one".into(), json!(ratio));
+        row.note
+            .push_str(&format!("; {ratio:.2} of the instant one-to-one rate"));
+        row.extra
+            .insert("ratio_to_instant_one_to_one".into(), json!(ratio));
     }
     row
 }
@@ -501,16 +531,20 @@ fn mixed(hookd: &Hookd, memory: &MemorySampler, scale: &Scale) -> Row {
     let run = |label: &str, slow_share: usize| -> (f64, usize) {
         let key = new_user(hookd, label);
         let instant: Vec<Receiver> = (0..10).map(|_| Receiver::start()).collect();
-        let slow: Vec<Receiver> = (0..5).map(|_| Receiver::start_slow(Duration::from_secs(1))).collect();
+        let slow: Vec<Receiver> = (0..5)
+            .map(|_| Receiver::start_slow(Duration::from_secs(1)))
+            .collect();
         let mut targets: Vec<String> = instant
             .iter()
-            .flat_map(|receiver| (0..(100 - slow_share) / 10).map(move |index| receiver.url(&format!("/fast/{index}"))))
+            .flat_map(|receiver| {
+                (0..(100 - slow_share) / 10)
+                    .map(move |index| receiver.url(&format!("/fast/{index}")))
+            })
             .collect();
         let instant_count = targets.len();
-        targets.extend(
-            slow.iter()
-                .flat_map(|receiver| (0..slow_share / 5).map(move |index| receiver.url(&format!("/slow/{index}")))),
-        );
+        targets.extend(slow.iter().flat_map(|receiver| {
+            (0..slow_share / 5).map(move |index| receiver.url(&format!("/slow/{index}")))
+        }));
         hookd.subscribe_many(&key, &targets, "new_event", scale.client_threads);
 
         let agent = ureq::AgentBuilder::new().build();
@@ -526,17 +560,27 @@ fn mixed(hookd: &Hookd, memory: &MemorySampler, scale: &Scale) -> Row {
         let expected = instant_count * scale.mixed_events;
         let deadline = Instant::now() + Duration::from_secs(600);
         while instant.iter().map(Receiver::total).sum::<usize>() < expected {
-            assert!(Instant::now() < deadline, "instant receivers did not get every notification");
+            assert!(
+                Instant::now() < deadline,
+                "instant receivers did not get every notification"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
-        let last = instant.iter().filter_map(Receiver::last_arrival).max().unwrap_or_else(Instant::now);
+        let last = instant
+            .iter()
+            .filter_map(Receiver::last_arrival)
+            .max()
+            .unwrap_or_else(Instant::now);
         let rate = expected as f64 / (last - started).as_secs_f64();
 
         // Let the slow receivers finish before the next run.
         let slow_expected = (targets.len() - instant_count) * scale.mixed_events;
         let deadline = Instant::now() + Duration::from_secs(600);
         while slow.iter().map(Receiver::total).sum::<usize>() < slow_expected {
-            assert!(Instant::now() < deadline, "slow receivers did not get every notification");
+            assert!(
+                Instant::now() < deadline,
+                "slow receivers did not get every notification"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         (rate, expected)
@@ -551,6 +595,7 @@ fn mixed(hookd: &Hookd, memory: &MemorySampler, scale: &Scale) -> Row {
     row.note = format!(
         "instant receivers at {ratio:.2} of their all-instant rate ({all_instant_rate:.0}/s); {delivered} instant notifications"
     );
-    row.extra.insert("instant_ratio_to_all_instant".into(), json!(ratio));
+    row.extra
+        .insert("instant_ratio_to_all_instant".into(), json!(ratio));
     row
 }

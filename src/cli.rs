@@ -201,6 +201,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
 
     let config = Config::load(cli.config.as_deref())?;
     if let Command::Serve = cli.command {
+        crate::memory::reexec_without_stack_cache();
         crate::memory::limit_arenas();
         log::info!("hookd {} starting", env!("CARGO_PKG_VERSION"));
         return actix_web::rt::System::new().block_on(async move {

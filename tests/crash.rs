@@ -187,10 +187,16 @@ impl ServerSetup {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookd"));
         command
             .arg("serve")
-            .env_remove("HOOKD_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // hookd reads every HOOKD_ variable as a config key, so the test's
+        // own settings such as HOOKD_CRASH_LONG must not reach it.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("HOOKD_") {
+                command.env_remove(name);
+            }
+        }
         for (name, value) in &self.environment {
             command.env(name, value);
         }

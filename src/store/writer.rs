@@ -3,6 +3,7 @@
 //! one transaction (group commit) and answers each caller after the commit.
 
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{error, info};
@@ -161,24 +162,31 @@ impl WriterThread {
 
 fn run(connection: Connection, receiver: Receiver<Message>) {
     let mut stopping = false;
+    // Claims that find nothing run every few seconds, so idleness is
+    // measured by rows changed, not by jobs received.
     let mut shrunk = true;
+    let mut changes = connection.total_changes();
+    let mut last_change = Instant::now();
     while !stopping {
-        let first = match receiver.recv_timeout(IDLE_BEFORE_SHRINK) {
+        let received = receiver.recv_timeout(IDLE_BEFORE_SHRINK);
+        if connection.total_changes() != changes {
+            changes = connection.total_changes();
+            last_change = Instant::now();
+            shrunk = false;
+        }
+        if !shrunk && last_change.elapsed() >= IDLE_BEFORE_SHRINK {
+            // After a busy period, give the page cache back once.
+            if let Err(error) = connection.execute_batch("PRAGMA shrink_memory") {
+                error!("cannot shrink the writer's cache: {error}");
+            }
+            crate::memory::release_free_memory();
+            shrunk = true;
+        }
+        let first = match received {
             Ok(Message::Job(job)) => job,
             Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {
-                // After a busy period, give the page cache back once.
-                if !shrunk {
-                    if let Err(error) = connection.execute_batch("PRAGMA shrink_memory") {
-                        error!("cannot shrink the writer's cache: {error}");
-                    }
-                    crate::memory::release_free_memory();
-                    shrunk = true;
-                }
-                continue;
-            }
+            Err(RecvTimeoutError::Timeout) => continue,
         };
-        shrunk = false;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
