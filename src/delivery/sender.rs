@@ -178,9 +178,19 @@ fn attempt(
     };
 
     let status = response.status();
-    let retry_after = response
-        .header("Retry-After")
-        .and_then(|value| parse_retry_after(value, SystemTime::now()));
+    let retry_after = response.header("Retry-After").and_then(|value| {
+        let parsed = parse_retry_after(value, SystemTime::now());
+        if parsed.is_none() {
+            // The value comes from the receiver; show a bounded, printable
+            // prefix of it.
+            let shown: String = value.chars().take(64).collect();
+            warn!(
+                "ignored unusable Retry-After notification={} hook={} value={shown:?}; the configured retry wait applies",
+                claimed.notification_id, claimed.subscription_id
+            );
+        }
+        parsed
+    });
     let location_host = response.header("Location").and_then(|location| {
         Url::parse(&claimed.target_url)
             .ok()
