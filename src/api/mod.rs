@@ -45,45 +45,61 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::resource("/v2/hooks")
                 .route(web::post().to(hooks::subscribe))
                 .route(web::get().to(hooks::list))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "GET, POST")
+                })),
         )
         .service(
             web::resource("/v2/hooks/{id}/secret/rotate")
                 .route(web::post().to(deliveries::rotate_secret))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "POST")
+                })),
         )
         .service(
             web::resource("/v2/hooks/{id}/deliveries")
                 .route(web::get().to(deliveries::list))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "GET")
+                })),
         )
         .service(
             web::resource("/v2/hooks/{id}/deliveries/{notification}/redeliver")
                 .route(web::post().to(deliveries::redeliver))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "POST")
+                })),
         )
         .service(
             web::resource("/v2/hooks/{id}")
                 .route(web::delete().to(hooks::unsubscribe))
                 .route(web::get().to(hooks::show))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "GET, DELETE")
+                })),
         )
         .service(
             web::resource("/v2/me")
                 .route(web::get().to(resources::me))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "GET")
+                })),
         )
         .service(
             web::resource("/v2/{kind}")
                 .route(web::post().to(resources::create))
                 .route(web::get().to(resources::list))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "GET, POST")
+                })),
         )
         .service(
             web::resource("/v2/{kind}/{id}")
                 .route(web::get().to(resources::show))
                 .route(web::patch().to(resources::update))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(|request: HttpRequest| {
+                    method_not_allowed(request, "GET, PATCH")
+                })),
         )
         .default_service(web::to(not_found));
 }
@@ -144,12 +160,19 @@ async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
-        "method {} is not allowed on {}",
+/// 405 with the `Allow` header listing the methods the route takes.
+async fn method_not_allowed(request: HttpRequest, allowed: &'static str) -> HttpResponse {
+    let error = ApiError::MethodNotAllowed(format!(
+        "method {} is not allowed on {}; use {allowed}",
         request.method(),
         request.path()
-    )))
+    ));
+    let mut response = actix_web::ResponseError::error_response(&error);
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allowed),
+    );
+    response
 }
 
 /// Authenticates a request by its `key` and `domain` headers.

@@ -277,3 +277,20 @@ fn resource_input_errors() {
         "no partial writes"
     );
 }
+
+#[test]
+fn wrong_method_is_405_with_allow() {
+    let server = TestServer::start();
+    let url = format!("{}/v2/hooks", server.base_url);
+    let response = ureq::request("PUT", &url)
+        .set("key", &server.admin_key)
+        .set("domain", "localhost")
+        .call();
+    match response {
+        Err(ureq::Error::Status(405, response)) => {
+            assert_eq!(response.header("Allow"), Some("GET, POST"));
+            assert!(response.into_string().unwrap().contains("not allowed"));
+        }
+        other => panic!("expected 405, got {other:?}"),
+    }
+}
