@@ -30,6 +30,10 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "cannot open the database {path}: {source}; check that the file and its directory are writable by hookd and the file system is not full or read-only"
+    )]
+    OpenDatabase { path: PathBuf, source: StoreError },
     #[error(transparent)]
     Account(#[from] AccountError),
     #[error("cannot listen on {address}: {source}; choose a free address with `listen`")]
@@ -62,7 +66,12 @@ impl Application {
     /// `handle_signals`, SIGTERM and SIGINT stop the server gracefully.
     pub fn build(config: Config, handle_signals: bool) -> Result<Application, StartError> {
         let database = config.database_path();
-        let store = Store::open(&database, config.synchronous)?;
+        let store = Store::open(&database, config.synchronous).map_err(|source| {
+            StartError::OpenDatabase {
+                path: database.clone(),
+                source,
+            }
+        })?;
         info!("database {} opened", database.display());
         create_first_user(&store, &config)?;
 

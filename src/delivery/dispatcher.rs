@@ -44,7 +44,23 @@ pub(super) fn run(shared: &Arc<Shared>, wake: Receiver<()>, jobs: Sender<Claimed
         return;
     }
     let mut cursor = String::new();
+    let mut failed_transactions = shared.store.writer().failed_transactions();
     while !shared.stopping.load(Ordering::SeqCst) {
+        // A claim is handed over before its commit. While commits fail (a
+        // full disk, say), the claimed notifications stay pending and would
+        // be claimed and sent again at once, so claims pause instead.
+        let failed_now = shared.store.writer().failed_transactions();
+        if failed_now != failed_transactions {
+            failed_transactions = failed_now;
+            warn!(
+                "database writes are failing; claims pause for {}",
+                humantime::format_duration(ERROR_PAUSE)
+            );
+            let _ = wake.recv_timeout(ERROR_PAUSE);
+            continue;
+        }
+        return_orphans(shared);
+
         let ready = take_deferred_with_room(shared);
         hand_over(shared, &jobs, ready);
 
@@ -210,5 +226,19 @@ fn hand_over(shared: &Arc<Shared>, jobs: &Sender<Claimed>, ready: Vec<Claimed>) 
                 }
             }
         }
+    }
+}
+
+/// Returns notifications whose attempt could not be recorded to the queue,
+/// keeping them for the next loop when that write fails too.
+fn return_orphans(shared: &Shared) {
+    let orphans = std::mem::take(&mut *shared.orphans());
+    if orphans.is_empty() {
+        return;
+    }
+    let count = orphans.len();
+    if let Err(error) = shared.store.release(orphans.clone()) {
+        error!("cannot return {count} notifications to the queue: {error}; trying again");
+        shared.orphans().extend(orphans);
     }
 }

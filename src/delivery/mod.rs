@@ -84,6 +84,10 @@ struct Shared {
     waker: Waker,
     /// Claimed notifications that were not sent because of a stop.
     unsent: Mutex<Vec<String>>,
+    /// Notifications whose attempt could not be recorded; they stay in
+    /// flight in the database until the dispatcher returns them to the
+    /// queue.
+    orphans: Mutex<Vec<String>>,
     hosts: Mutex<HostSlots>,
     /// 1 while the dispatcher thread runs.
     threads_running: std::sync::atomic::AtomicUsize,
@@ -171,6 +175,12 @@ impl Shared {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    fn orphans(&self) -> MutexGuard<'_, Vec<String>> {
+        self.orphans
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// Frees the host slot an attempt held, and wakes the dispatcher when
     /// notifications were waiting for it.
     fn finish_attempt(&self, authority: &str) {
@@ -241,6 +251,7 @@ impl Delivery {
                 sender: wake_sender,
             },
             unsent: Mutex::new(Vec::new()),
+            orphans: Mutex::new(Vec::new()),
             hosts: Mutex::new(HostSlots::default()),
             threads_running: std::sync::atomic::AtomicUsize::new(0),
             pool: pool::SenderPool::new(job_receiver),

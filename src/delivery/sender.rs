@@ -96,6 +96,7 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
     };
 
     let waker = shared.waker.clone();
+    let recorder = shared.clone();
     let notification_id = claimed.notification_id;
     let subscription_id = claimed.subscription_id;
     let submitted = shared.store.writer().submit(
@@ -107,9 +108,12 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
                 error!("subscription removed hook={subscription_id} notification={notification_id} reason={reason}")
             }
             Ok(_) => {}
-            Err(error) => error!(
-                "cannot record attempt notification={notification_id} hook={subscription_id}: {error}; it is sent again after a restart"
-            ),
+            Err(error) => {
+                error!(
+                    "cannot record attempt notification={notification_id} hook={subscription_id}: {error}; it returns to the queue once writes succeed"
+                );
+                recorder.orphans().push(notification_id);
+            }
         },
     );
     if let Err(error) = submitted {

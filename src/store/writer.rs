@@ -2,6 +2,8 @@
 //! write goes through this thread, which commits whatever has queued up in
 //! one transaction (group commit) and answers each caller after the commit.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -35,6 +37,8 @@ enum Message {
 #[derive(Clone)]
 pub struct Writer {
     sender: Sender<Message>,
+    /// Transactions that failed to begin or commit since start.
+    failures: Arc<AtomicU64>,
 }
 
 pub struct WriterThread {
@@ -46,16 +50,25 @@ impl Writer {
     /// Starts the writer thread on its own connection.
     pub fn start(connection: Connection) -> (Writer, WriterThread) {
         let (sender, receiver) = crossbeam_channel::unbounded();
+        let failures = Arc::new(AtomicU64::new(0));
+        let thread_failures = failures.clone();
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
-            .spawn(move || run(connection, receiver))
+            .spawn(move || run(connection, receiver, &thread_failures))
             .expect("failed to spawn the writer thread");
         (
             Writer {
                 sender: sender.clone(),
+                failures,
             },
             WriterThread { sender, thread },
         )
+    }
+
+    /// Transactions that failed to begin or commit since start; a rising
+    /// count means the storage is failing (a full disk, say).
+    pub fn failed_transactions(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
     }
 
     /// Runs `work` in the next group commit and returns its result once the
@@ -160,7 +173,7 @@ impl WriterThread {
     }
 }
 
-fn run(connection: Connection, receiver: Receiver<Message>) {
+fn run(connection: Connection, receiver: Receiver<Message>, failures: &AtomicU64) {
     let mut stopping = false;
     // Claims that find nothing run every few seconds, so idleness is
     // measured by rows changed, not by jobs received.
@@ -198,12 +211,16 @@ fn run(connection: Connection, receiver: Receiver<Message>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&connection, batch);
+        if !commit_batch(&connection, batch) {
+            failures.fetch_add(1, Ordering::SeqCst);
+        }
     }
     info!("writer stopped");
 }
 
-fn commit_batch(connection: &Connection, batch: Vec<Job>) {
+/// Runs and commits one batch; returns false when the transaction could
+/// not begin or commit.
+fn commit_batch(connection: &Connection, batch: Vec<Job>) -> bool {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         let error = StoreError::from(error);
         error!(
@@ -214,7 +231,7 @@ fn commit_batch(connection: &Connection, batch: Vec<Job>) {
             let (_, completion) = job(Err(error.clone()));
             completion(None);
         }
-        return;
+        return false;
     }
 
     let mut completions = Vec::with_capacity(batch.len());
@@ -230,9 +247,11 @@ fn commit_batch(connection: &Connection, batch: Vec<Job>) {
         error!("commit of {} writes failed: {error}", completions.len());
         let _ = connection.execute_batch("ROLLBACK");
     }
+    let committed = commit_error.is_none();
     for completion in completions {
         completion(commit_error.as_ref());
     }
+    committed
 }
 
 /// Runs a statement without parameters from the statement cache, which
