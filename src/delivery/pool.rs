@@ -1,8 +1,8 @@
 //! The sender pool: blocking sender threads that grow while notifications
 //! wait and every sender is busy, up to `delivery.max_senders`, and retire
 //! after `delivery.sender_idle_timeout` without work, down to
-//! `delivery.senders`. Receivers that answer slowly need many threads,
-//! since each thread makes one attempt at a time; an idle hookd needs few.
+//! `delivery.senders`. Slow receivers need many threads, because each
+//! thread makes one attempt at a time; an idle hookd needs few.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,7 +43,7 @@ impl SenderPool {
         self.total.load(Ordering::SeqCst)
     }
 
-    /// Starts threads until `count` are alive or the maximum is reached.
+    /// Starts threads until `delivery.senders` are alive.
     pub(super) fn start_minimum(shared: &Arc<Shared>) {
         while shared.pool.total() < shared.settings.senders {
             if !Self::spawn(shared) {

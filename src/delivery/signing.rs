@@ -14,14 +14,14 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a new secret (the Standard Webhooks minimum is 24).
 const SECRET_BYTES: usize = 32;
 
-/// A new signing secret: `whsec_` + base64 of 32 random bytes.
+/// Generates a signing secret: `whsec_` + base64 of 32 random bytes.
 pub fn new_secret() -> String {
     let mut bytes = [0u8; SECRET_BYTES];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
     format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes))
 }
 
-/// The `webhook-signature` value for one secret: `v1,<base64 HMAC>`.
+/// Computes the `webhook-signature` value for one secret: `v1,<base64 HMAC>`.
 /// Returns None for a secret that is not `whsec_` + base64, which hookd
 /// never generates.
 pub fn sign(secret: &str, message_id: &str, timestamp: i64, body: &str) -> Option<String> {
@@ -38,7 +38,8 @@ pub fn sign(secret: &str, message_id: &str, timestamp: i64, body: &str) -> Optio
     ))
 }
 
-/// The header value for all current secrets, space-separated, newest first.
+/// Builds the header value for all current secrets, space-separated,
+/// newest first.
 pub fn signature_header(secrets: &[&str], message_id: &str, timestamp: i64, body: &str) -> String {
     secrets
         .iter()
