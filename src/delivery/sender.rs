@@ -67,11 +67,9 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
     let next = settings
         .retry
         .next_step(&outcome, claimed.attempt, now_ms(), jitter);
-    let host = Url::parse(&claimed.target_url)
-        .ok()
-        .and_then(|url| url.host_str().map(str::to_owned))
-        .unwrap_or_default();
-    log_outcome(&claimed, &outcome, &next, &host, duration_ms);
+    // The claim already carries host:port; parsing the URL again per attempt
+    // would only repeat that work.
+    log_outcome(&claimed, &outcome, &next, &claimed.authority, duration_ms);
 
     let (response_prefix, response_truncated) = match body {
         Some((text, truncated)) => (Some(text), truncated),

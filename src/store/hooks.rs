@@ -195,19 +195,7 @@ impl Store {
              WHERE n.subscription_id = ?1 ORDER BY a.id DESC LIMIT ?2",
         )?;
         let attempts = statement
-            .query_map(params![id, attempt_limit], |row| {
-                Ok(AttemptRecord {
-                    notification_id: row.get(0)?,
-                    number: row.get(1)?,
-                    started_at: row.get(2)?,
-                    duration_ms: row.get(3)?,
-                    outcome: row.get(4)?,
-                    status: row.get(5)?,
-                    error: row.get(6)?,
-                    response_prefix: row.get(7)?,
-                    response_truncated: row.get(8)?,
-                })
-            })?
+            .query_map(params![id, attempt_limit], attempt_from_row)?
             .collect::<Result<_, _>>()?;
         Ok(Some((subscription, attempts)))
     }
