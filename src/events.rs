@@ -35,7 +35,7 @@ impl Kind {
         Kind::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 
-    /// The event fired when a resource of this kind is created.
+    /// Returns the event fired when a resource of this kind is created.
     pub fn created_event(self) -> Event {
         match self {
             Kind::Projects => Event::NewProject,
@@ -46,7 +46,7 @@ impl Kind {
         }
     }
 
-    /// The event fired when a resource of this kind changes to completed,
+    /// Returns the event fired when a resource of this kind changes to completed,
     /// for the kinds that can be completed.
     pub fn completed_event(self) -> Option<Event> {
         match self {
@@ -102,7 +102,7 @@ impl Event {
         Event::ALL.into_iter().find(|event| event.as_str() == text)
     }
 
-    /// All event names, comma-separated, for error messages.
+    /// Lists all event names, comma-separated, for error messages.
     pub fn names() -> String {
         Event::ALL.map(Event::as_str).join(", ")
     }

@@ -10,17 +10,17 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buffer)
 }
 
-/// A new identifier with 128 random bits, unguessable by clients.
+/// Generates an identifier with 128 random bits, unguessable by clients.
 pub fn new_id() -> String {
     random_hex(16)
 }
 
-/// A new API key: 160 random bits as 40 lowercase hex characters.
+/// Generates an API key: 160 random bits as 40 lowercase hex characters.
 pub fn new_api_key() -> String {
     random_hex(20)
 }
 
-/// The stored form of an API key. Keys carry 160 random bits, so a plain
+/// Hashes an API key into its stored form. Keys carry 160 random bits, so a plain
 /// SHA-256 cannot be reversed by guessing and a slow password hash would only
 /// cost time on every request.
 pub fn hash_api_key(key: &str) -> Vec<u8> {

@@ -1,4 +1,4 @@
-//! Which destinations hookd may contact. Target URLs are chosen by clients,
+//! The destination rules: the addresses hookd may contact. Target URLs are chosen by clients,
 //! so hookd refuses to send into internal networks: loopback, private,
 //! link-local, unique-local, shared (CGNAT), multicast, broadcast,
 //! unspecified, documentation and cloud-metadata addresses. The check runs
@@ -129,7 +129,7 @@ impl Guard {
     }
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), NAT64
+/// Extracts the IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), NAT64
 /// (`64:ff9b::/96`) or 6to4 (`2002::/16`) IPv6 address.
 fn embedded_ipv4(address: IpAddr) -> Option<Ipv4Addr> {
     let IpAddr::V6(v6) = address else {

@@ -19,14 +19,14 @@ use crate::store::{Claimed, now_ms};
 /// Most notifications claimed in one transaction.
 const CLAIM_BATCH: usize = 256;
 
-/// Longest sleep without a wake-up, a safety net for clock jumps.
+/// Maximum sleep without a wake-up, a safety net for clock jumps.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
 
 /// Claimed notifications a host may hold, as a multiple of its cap on
 /// attempts in flight: the rest of its queue stays in the database.
 const HOST_QUEUE_FACTOR: usize = 16;
 
-/// Longest wait while due work is held back only by host caps.
+/// Maximum wait while due work is held back only by host caps.
 const SATURATED_PAUSE: Duration = Duration::from_millis(10);
 
 /// Sleep after a database error before claiming again.
@@ -133,7 +133,7 @@ impl HostQuotas {
             .saturating_sub(self.held.get(host).copied().unwrap_or(0))
     }
 
-    /// True when some host already holds claimed notifications.
+    /// True when some host already has claimed notifications.
     fn is_constrained(&self) -> bool {
         !self.held.is_empty()
     }

@@ -102,7 +102,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Why delivery is not ready, or None when every thread runs.
+    /// Returns why delivery is not ready, or None when every thread runs.
     pub fn problem(&self) -> Option<String> {
         let dispatcher = self.shared.threads_running.load(Ordering::SeqCst);
         let senders = self.shared.pool.total();
@@ -201,8 +201,8 @@ impl Shared {
         let waiting = hosts.deferred.contains_key(authority);
         drop(hosts);
         // A host that was full or has held-back notifications can take
-        // the next one now; a host with nothing in flight may have more
-        // due in the database. Either way the dispatcher should look.
+        // the next one now. A host with nothing in flight may have more due
+        // in the database. Either way the dispatcher should look.
         if was_full || waiting || now_idle {
             self.waker.wake();
         }

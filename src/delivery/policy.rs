@@ -1,16 +1,16 @@
-//! Delivery policy as pure functions: what a receiver's answer means, how
+//! Delivery policy as pure functions: how a receiver's response is read, how
 //! long to wait before the next attempt, and when to give up.
 
 use std::time::{Duration, SystemTime};
 
 use crate::store::NextStep;
 
-/// Why an attempt failed.
+/// The class of a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
-    /// The receiver answered with a status other than 2xx, 401 or 410.
+    /// The receiver returned a status other than 2xx, 401 or 410.
     HttpStatus,
-    /// The receiver answered with a redirect, which is never followed.
+    /// The receiver returned a redirect, which is never followed.
     Redirect,
     Timeout,
     Connect,
@@ -37,12 +37,12 @@ impl FailureClass {
     }
 }
 
-/// What one attempt did, as the sender reports it.
+/// The result of one attempt, as the sender reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Any 2xx.
     Delivered { status: u16 },
-    /// 401 or 410: the receiver asks to be unsubscribed.
+    /// 401 or 410: the receiver requests removal of the subscription.
     Gone { status: u16 },
     Failed {
         class: FailureClass,
@@ -54,7 +54,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The label stored with the attempt and written to logs.
+    /// Returns the label stored with the attempt and written to logs.
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Delivered { .. } => "delivered",
@@ -112,7 +112,7 @@ pub struct RetryPolicy {
 pub const JITTER: f64 = 0.1;
 
 impl RetryPolicy {
-    /// The wait after failed attempt number `attempt` (1-based): the
+    /// Computes the wait after failed attempt number `attempt` (1-based): the
     /// configured wait plus `jitter` (0.0 to 1.0) of `JITTER`, and at least a
     /// `Retry-After` the receiver sent, capped at `max_retry_after`.
     pub fn wait_after(&self, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
@@ -125,7 +125,7 @@ impl RetryPolicy {
         }
     }
 
-    /// The next step for a notification after attempt number `attempt`
+    /// Decides the next step for a notification after attempt number `attempt`
     /// ended with `outcome` at `now_ms`.
     pub fn next_step(&self, outcome: &Outcome, attempt: u32, now_ms: i64, jitter: f64) -> NextStep {
         match outcome {
@@ -159,7 +159,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// Keeps at most `limit` bytes of a response body, cut at a character
-/// boundary, and says whether anything was cut.
+/// boundary, and reports whether anything was cut.
 pub fn response_prefix(body: &[u8], limit: usize) -> (String, bool) {
     let truncated = body.len() > limit;
     let kept = &body[..body.len().min(limit)];

@@ -18,7 +18,7 @@ use crate::store::{AttemptResult, Claimed, NextStep, RecordedOutcome, now_ms, re
 
 const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
 
-/// A ureq agent for one sender thread. One agent per thread keeps each
+/// Builds the ureq agent of one sender thread. One agent per thread keeps each
 /// thread's connections alive without contending for a shared pool, and a
 /// slow host's connections occupy only the threads waiting on it.
 pub(super) fn new_agent(settings: &super::Settings) -> ureq::Agent {
@@ -45,7 +45,7 @@ pub(super) fn handle(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed
     shared.finish_attempt(&authority);
 }
 
-/// The request body: exactly `{"resource_url": "<url>"}`.
+/// Builds the request body: exactly `{"resource_url": "<url>"}`.
 pub fn notification_body(resource_url: &str) -> String {
     format!(
         "{{\"resource_url\": {}}}",
@@ -149,7 +149,7 @@ fn log_outcome(
 }
 
 /// Makes one HTTP attempt. Returns the outcome and, when the receiver
-/// answered, the first bytes of its body.
+/// responded, the first bytes of its body.
 fn attempt(
     agent: &ureq::Agent,
     claimed: &Claimed,
@@ -268,7 +268,8 @@ fn classify_transport(transport: &ureq::Transport) -> Outcome {
     }
 }
 
-/// A number in [0, 1) for retry jitter; it needs no cryptographic quality.
+/// Draws a number in [0, 1) for retry jitter, which needs no
+/// cryptographic quality.
 fn random_unit() -> f64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {

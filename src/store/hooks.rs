@@ -141,7 +141,7 @@ impl Store {
         })
     }
 
-    /// The user's active subscriptions, oldest first.
+    /// Lists the user's active subscriptions, oldest first.
     pub fn list_subscriptions(&self, user_id: i64) -> Result<Vec<Subscription>, StoreError> {
         let connection = self.reader()?;
         let mut statement = connection.prepare_cached(&format!(
@@ -152,7 +152,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every subscription, active or removed, for operators.
+    /// Lists every subscription, active or removed, for operators.
     pub fn list_all_subscriptions(
         &self,
         include_removed: bool,
@@ -224,7 +224,7 @@ impl Store {
         })
     }
 
-    /// A page of the notifications of one of the user's subscriptions,
+    /// Reads a page of the notifications of one of the user's subscriptions,
     /// active or removed, newest first, each with its attempts. Returns
     /// None when the user has no such subscription.
     pub fn deliveries(
@@ -343,7 +343,7 @@ impl Store {
         Ok(ids)
     }
 
-    /// The owner of a subscription, as (user id, removed reason).
+    /// Finds the owner of a subscription, as (user id, removed reason).
     pub fn subscription_owner(
         &self,
         subscription_id: &str,
@@ -359,7 +359,8 @@ impl Store {
     }
 }
 
-/// Where a page of deliveries continues: the last notification shown.
+/// The position after which a page of deliveries continues: the last
+/// notification shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
     pub created_at: i64,
@@ -367,7 +368,7 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The opaque text form clients pass back.
+    /// Encodes the opaque text form that clients pass back.
     pub fn encode(&self) -> String {
         format!("{}.{}", self.created_at, self.id)
     }

@@ -63,7 +63,7 @@ impl From<r2d2::Error> for StoreError {
 
 impl StoreError {
     /// True when the database rejected a write because a unique index
-    /// already holds the value.
+    /// already contains the value.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Sqlite(error) if matches!(
             error.as_ref(),
@@ -105,8 +105,9 @@ pub struct Store {
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// A thread that runs passive WAL checkpoints on its own connection, which
-/// never block the writer or readers.
+/// A thread that runs passive WAL checkpoints on its own connection. A
+/// passive checkpoint copies only what no reader needs and does not wait
+/// for locks, so the writer and readers go on meanwhile.
 struct Checkpointer {
     stop: crossbeam_channel::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -188,7 +189,7 @@ impl Store {
         configure(&connection, synchronous)?;
         migrate(&connection)?;
         // The checkpointer thread copies the WAL into the database, so
-        // commits on the writer never wait for a checkpoint's disk syncs.
+        // commits on the writer do not run checkpoints and their disk syncs.
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.pragma_update(None, "cache_size", -8000)?;
 
@@ -212,7 +213,7 @@ impl Store {
         })
     }
 
-    /// A pooled connection for reads.
+    /// Takes a pooled connection for reads.
     pub fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
     }

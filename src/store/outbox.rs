@@ -24,7 +24,7 @@ pub struct Claimed {
     pub attempt: u32,
 }
 
-/// What to do with a notification after an attempt, decided by the
+/// The next step for a notification after an attempt, decided by the
 /// delivery policy.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NextStep {
@@ -62,7 +62,7 @@ pub struct QueueStats {
     pub oldest_due_at: Option<i64>,
 }
 
-/// What recording an attempt changed.
+/// The change that recording an attempt made.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordedOutcome {
     Delivered,
@@ -104,8 +104,8 @@ impl Store {
             // notifications, so a host with a large backlog costs no more to
             // pass over than one with a single notification.
             // NOTE: each claim still visits every host that has pending
-            // notifications, due or not; thousands of such hosts make a claim
-            // cost thousands of index seeks.
+            // notifications, due or not. With thousands of such hosts, a
+            // claim costs thousands of index seeks.
             let mut next_host = connection.prepare_cached(
                 "SELECT target_authority FROM notifications
                  WHERE state = 'pending' AND target_authority > ?1
@@ -171,7 +171,7 @@ impl Store {
         })
     }
 
-    /// The earliest due time of a pending notification, if any.
+    /// Returns the earliest due time of a pending notification, if any.
     pub fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         let connection = self.reader()?;
         let due: Option<i64> = connection
@@ -271,7 +271,7 @@ impl Store {
         })
     }
 
-    /// Checks that the database answers a query.
+    /// Checks that the database returns a query result.
     pub fn ping(&self) -> Result<(), StoreError> {
         let connection = self.reader()?;
         connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?;

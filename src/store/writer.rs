@@ -124,7 +124,7 @@ impl Writer {
             let _ = reply.send(result);
             let completion: Completion = Box::new(|commit_error| {
                 if let Some(error) = commit_error {
-                    error!("a write answered before its commit was lost: {error}");
+                    error!("a write returned before its commit was lost: {error}");
                 }
             });
             (succeeded, completion)
