@@ -15,6 +15,13 @@ pub fn new_id() -> String {
     random_hex(16)
 }
 
+/// Generates a notification id: `now_ms` as 12 hex digits, `sequence` as 4,
+/// then 64 random bits, so ids rise with time. `queue_notifications` in the
+/// store builds the same form in SQL.
+pub fn time_ordered_id(now_ms: i64, sequence: u16) -> String {
+    format!("{now_ms:012x}{sequence:04x}{}", random_hex(8))
+}
+
 /// Generates an API key: 160 random bits as 40 lowercase hex characters.
 pub fn new_api_key() -> String {
     random_hex(20)
@@ -45,5 +52,16 @@ mod tests {
         assert!(looks_like_api_key(&key), "{key}");
         assert_ne!(key, new_api_key());
         assert_eq!(hash_api_key(&key).len(), 32);
+    }
+
+    #[test]
+    fn time_ordered_ids_rise_with_time_and_sequence() {
+        let first = time_ordered_id(1_796_422_854_000, 0);
+        let later_in_fan_out = time_ordered_id(1_796_422_854_000, 1);
+        let next_millisecond = time_ordered_id(1_796_422_854_001, 0);
+        assert_eq!(first.len(), 32);
+        assert!(first.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert!(first < later_in_fan_out && later_in_fan_out < next_millisecond);
+        assert_eq!(&first[..16], "01a2432565700000");
     }
 }

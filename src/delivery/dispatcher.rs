@@ -12,8 +12,8 @@ use log::{error, warn};
 
 use std::sync::Arc;
 
-use super::Shared;
 use super::pool::SenderPool;
+use super::{HOST_QUEUE_FACTOR, Shared};
 use crate::store::{Claimed, now_ms};
 
 /// Most notifications claimed in one transaction.
@@ -21,10 +21,6 @@ const CLAIM_BATCH: usize = 256;
 
 /// Maximum sleep without a wake-up, a safety net for clock jumps.
 const MAX_SLEEP: Duration = Duration::from_secs(5);
-
-/// Claimed notifications a host may hold, as a multiple of its cap on
-/// attempts in flight: the rest of its queue stays in the database.
-const HOST_QUEUE_FACTOR: usize = 16;
 
 /// Maximum wait while due work is held back only by host caps.
 const SATURATED_PAUSE: Duration = Duration::from_millis(10);

@@ -6,6 +6,7 @@ pub mod destination;
 mod dispatcher;
 pub mod policy;
 mod pool;
+mod recorder;
 mod sender;
 pub mod signing;
 
@@ -22,6 +23,10 @@ use crate::config::Config;
 use crate::store::{Claimed, Store};
 use destination::Guard;
 use policy::RetryPolicy;
+
+/// Claimed notifications a host may hold, as a multiple of its cap on
+/// attempts in flight: the rest of its queue stays in the database.
+const HOST_QUEUE_FACTOR: usize = 64;
 
 /// Everything the senders need from the config.
 #[derive(Debug, Clone)]
@@ -89,6 +94,7 @@ struct Shared {
     /// queue.
     orphans: Mutex<Vec<String>>,
     hosts: Mutex<HostSlots>,
+    recorder: recorder::Recorder,
     /// 1 while the dispatcher thread runs.
     threads_running: std::sync::atomic::AtomicUsize,
     pool: pool::SenderPool,
@@ -181,11 +187,30 @@ impl Shared {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Frees the host slot an attempt held, and wakes the dispatcher when
-    /// notifications were waiting for it.
-    fn finish_attempt(&self, authority: &str) {
+    /// Ends an attempt: hands its host slot to the next notification held
+    /// back for the same host and returns it for the caller to send, or
+    /// frees the slot. Wakes the dispatcher when the host's held-back queue
+    /// runs low, so it claims more before the queue runs dry.
+    fn finish_attempt(&self, authority: &str) -> Option<Claimed> {
         let cap = self.settings.max_in_flight_per_host;
         let mut hosts = self.hosts();
+        if !self.stopping.load(Ordering::SeqCst) {
+            if let Some(queue) = hosts.deferred.get_mut(authority) {
+                let next = queue.pop_front();
+                let left = queue.len();
+                if left == 0 {
+                    hosts.deferred.remove(authority);
+                }
+                drop(hosts);
+                if left <= cap * HOST_QUEUE_FACTOR / 2 {
+                    self.waker.wake();
+                }
+                if next.is_some() {
+                    return next;
+                }
+                hosts = self.hosts();
+            }
+        }
         let (was_full, now_idle) = match hosts.in_flight.get_mut(authority) {
             Some(count) => {
                 let was_full = *count >= cap;
@@ -206,6 +231,7 @@ impl Shared {
         if was_full || waiting || now_idle {
             self.waker.wake();
         }
+        None
     }
 }
 
@@ -253,6 +279,7 @@ impl Delivery {
             unsent: Mutex::new(Vec::new()),
             orphans: Mutex::new(Vec::new()),
             hosts: Mutex::new(HostSlots::default()),
+            recorder: recorder::Recorder::default(),
             threads_running: std::sync::atomic::AtomicUsize::new(0),
             pool: pool::SenderPool::new(job_receiver),
         });

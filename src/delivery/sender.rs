@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
-use log::{error, info, warn};
+use log::{info, warn};
 use url::Url;
 
 use super::Shared;
@@ -14,7 +14,7 @@ use super::destination::{GuardedResolver, find_refusal};
 use super::policy::{FailureClass, Outcome, classify_status, parse_retry_after, response_prefix};
 use super::signing;
 use crate::metrics::METRICS;
-use crate::store::{AttemptResult, Claimed, NextStep, RecordedOutcome, now_ms, record_attempt};
+use crate::store::{AttemptResult, Claimed, NextStep, now_ms};
 
 const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
 
@@ -33,16 +33,20 @@ pub(super) fn new_agent(settings: &super::Settings) -> ureq::Agent {
         .build()
 }
 
-/// Sends one claimed notification, or keeps it for release on a stop, and
-/// frees its host slot.
+/// Sends one claimed notification, or keeps it for release on a stop. The
+/// host slot it held then passes to the next notification held back for the
+/// same host, which this thread sends too, or is freed.
 pub(super) fn handle(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
-    let authority = claimed.authority.clone();
-    if shared.stopping.load(Ordering::SeqCst) {
-        shared.unsent().push(claimed.notification_id);
-    } else {
-        deliver(shared, agent, claimed);
+    let mut next = Some(claimed);
+    while let Some(claimed) = next.take() {
+        let authority = claimed.authority.clone();
+        if shared.stopping.load(Ordering::SeqCst) {
+            shared.unsent().push(claimed.notification_id);
+        } else {
+            deliver(shared, agent, claimed);
+        }
+        next = shared.finish_attempt(&authority);
     }
-    shared.finish_attempt(&authority);
 }
 
 /// Builds the request body: exactly `{"resource_url": "<url>"}`.
@@ -93,30 +97,7 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
         next,
     };
 
-    let waker = shared.waker.clone();
-    let recorder = shared.clone();
-    let notification_id = claimed.notification_id;
-    let subscription_id = claimed.subscription_id;
-    let submitted = shared.store.writer().submit(
-        move |connection| record_attempt(connection, &result),
-        move |recorded| match recorded {
-            Ok(RecordedOutcome::Retry { .. }) => waker.wake(),
-            Ok(RecordedOutcome::SubscriptionRemoved { reason }) => {
-                METRICS.subscriptions_removed.with_label_values(&[reason]).inc();
-                error!("subscription removed hook={subscription_id} notification={notification_id} reason={reason}")
-            }
-            Ok(_) => {}
-            Err(error) => {
-                error!(
-                    "cannot record attempt notification={notification_id} hook={subscription_id}: {error}; it returns to the queue once writes succeed"
-                );
-                recorder.orphans().push(notification_id);
-            }
-        },
-    );
-    if let Err(error) = submitted {
-        error!("cannot record an attempt: {error}; the notification is sent again after a restart");
-    }
+    super::recorder::record(shared, result);
 }
 
 fn log_outcome(

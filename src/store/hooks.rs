@@ -309,8 +309,8 @@ impl Store {
         let (subscription_id, notification_id) =
             (subscription_id.to_owned(), notification_id.to_owned());
         self.writer().write(move |connection| {
-            let new_id = crate::secrets::new_id();
             let now = now_ms();
+            let new_id = crate::secrets::time_ordered_id(now, 0);
             let inserted = connection
                 .prepare_cached(
                     "INSERT INTO notifications (id, subscription_id, event, resource_url, target_authority, redelivery_of,

@@ -99,6 +99,7 @@ impl Store {
             let mut cursor = start_after.clone();
             let mut wrapped = false;
             let mut last_visited = start_after.clone();
+            let mut rowids: Vec<i64> = Vec::new();
 
             // A loose index scan: one index seek per host with pending
             // notifications, so a host with a large backlog costs no more to
@@ -113,7 +114,8 @@ impl Store {
             )?;
             let mut due_for_host = connection.prepare_cached(
                 "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts, s.secret,
-                        CASE WHEN s.previous_secret_expires_at > ?2 THEN s.previous_secret END, n.redelivery_of
+                        CASE WHEN s.previous_secret_expires_at > ?2 THEN s.previous_secret END, n.redelivery_of,
+                        n.rowid
                  FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
                  WHERE n.state = 'pending' AND n.target_authority = ?1 AND n.due_at <= ?2
                  ORDER BY n.due_at LIMIT ?3",
@@ -142,7 +144,7 @@ impl Store {
                     continue;
                 }
                 let rows = due_for_host.query_map(params![host, now, room as i64], |row| {
-                    Ok(Claimed {
+                    let claimed = Claimed {
                         notification_id: row.get(0)?,
                         subscription_id: row.get(1)?,
                         event: row.get(2)?,
@@ -155,17 +157,21 @@ impl Store {
                             .flatten()
                             .collect(),
                         redelivery_of: row.get(8)?,
-                    })
+                    };
+                    Ok((claimed, row.get::<_, i64>(9)?))
                 })?;
                 for row in rows {
-                    claimed.push(row?);
+                    let (notification, rowid) = row?;
+                    claimed.push(notification);
+                    rowids.push(rowid);
                 }
             }
 
+            // By rowid, which saves a seek in the index of ids per row.
             let mut mark = connection
-                .prepare_cached("UPDATE notifications SET state = 'in_flight' WHERE id = ?1")?;
-            for notification in &claimed {
-                mark.execute(params![notification.notification_id])?;
+                .prepare_cached("UPDATE notifications SET state = 'in_flight' WHERE rowid = ?1")?;
+            for rowid in rowids {
+                mark.execute(params![rowid])?;
             }
             Ok((claimed, last_visited))
         })
@@ -313,43 +319,40 @@ pub fn record_attempt(
             result.response_truncated
         ])?;
 
-    let state: Option<String> = connection
-        .prepare_cached("SELECT state FROM notifications WHERE id = ?1")?
-        .query_row(params![result.notification_id], |row| row.get(0))
-        .optional()?;
-    if state.as_deref() != Some("in_flight") {
+    // Each update applies only while the notification is in flight: a
+    // subscription removed during the attempt has cancelled it already.
+    let now = now_ms();
+    let updated = match &result.next {
+        NextStep::Delivered => connection
+            .prepare_cached(
+                "UPDATE notifications SET state = 'delivered', finished_at = ?1
+                 WHERE id = ?2 AND state = 'in_flight'",
+            )?
+            .execute(params![now, result.notification_id])?,
+        NextStep::RemoveSubscription { .. } => connection
+            .prepare_cached(
+                "UPDATE notifications SET state = 'failed', attempts = ?1, finished_at = ?2
+                 WHERE id = ?3 AND state = 'in_flight'",
+            )?
+            .execute(params![result.attempt, now, result.notification_id])?,
+        NextStep::RetryAt(due_at) => connection
+            .prepare_cached(
+                "UPDATE notifications SET state = 'pending', attempts = ?1, due_at = ?2, last_attempt_at = ?3
+                 WHERE id = ?4 AND state = 'in_flight'",
+            )?
+            .execute(params![result.attempt, due_at, now, result.notification_id])?,
+    };
+    if updated == 0 {
         return Ok(RecordedOutcome::AlreadyCancelled);
     }
-
-    let now = now_ms();
-    match &result.next {
-        NextStep::Delivered => {
-            connection
-                .prepare_cached(
-                    "UPDATE notifications SET state = 'delivered', finished_at = ?1 WHERE id = ?2",
-                )?
-                .execute(params![now, result.notification_id])?;
-            Ok(RecordedOutcome::Delivered)
-        }
+    Ok(match &result.next {
+        NextStep::Delivered => RecordedOutcome::Delivered,
         NextStep::RemoveSubscription { reason } => {
-            connection
-                .prepare_cached(
-                    "UPDATE notifications SET state = 'failed', attempts = ?1, finished_at = ?2 WHERE id = ?3",
-                )?
-                .execute(params![result.attempt, now, result.notification_id])?;
             remove_subscription(connection, &result.subscription_id, reason, now)?;
-            Ok(RecordedOutcome::SubscriptionRemoved { reason })
+            RecordedOutcome::SubscriptionRemoved { reason }
         }
-        NextStep::RetryAt(due_at) => {
-            connection
-                .prepare_cached(
-                    "UPDATE notifications SET state = 'pending', attempts = ?1, due_at = ?2, last_attempt_at = ?3
-                     WHERE id = ?4",
-                )?
-                .execute(params![result.attempt, due_at, now, result.notification_id])?;
-            Ok(RecordedOutcome::Retry { due_at: *due_at })
-        }
-    }
+        NextStep::RetryAt(due_at) => RecordedOutcome::Retry { due_at: *due_at },
+    })
 }
 
 /// Marks a subscription removed for `reason` and cancels its notifications
