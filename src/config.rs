@@ -46,7 +46,7 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// SQLite `synchronous` setting: `full` (a commit survives power loss) or
     /// `normal` (survives a process crash, may lose the last commits on
-    /// power loss).
+    /// power loss). Commits of claims and attempt outcomes only never sync.
     pub synchronous: Synchronous,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,

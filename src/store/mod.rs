@@ -204,7 +204,7 @@ impl Store {
             .build(manager)?;
 
         let checkpointer = Checkpointer::start(Connection::open(path)?);
-        let (writer, writer_thread) = Writer::start(connection);
+        let (writer, writer_thread) = Writer::start(connection, synchronous == Synchronous::Full);
         Ok(Store {
             pool,
             writer,

@@ -112,13 +112,16 @@ impl Store {
                  WHERE state = 'pending' AND target_authority > ?1
                  ORDER BY target_authority LIMIT 1",
             )?;
+            // Rows are taken from the ordered scan until the host's room is
+            // full. A `LIMIT ?` would cost more: SQLite prepares a statement
+            // again whenever a new value is bound to its LIMIT parameter.
             let mut due_for_host = connection.prepare_cached(
                 "SELECT n.id, n.subscription_id, n.event, s.target_url, n.resource_url, n.attempts, s.secret,
                         CASE WHEN s.previous_secret_expires_at > ?2 THEN s.previous_secret END, n.redelivery_of,
                         n.rowid
                  FROM notifications n JOIN subscriptions s ON s.id = n.subscription_id
                  WHERE n.state = 'pending' AND n.target_authority = ?1 AND n.due_at <= ?2
-                 ORDER BY n.due_at LIMIT ?3",
+                 ORDER BY n.due_at",
             )?;
             while claimed.len() < limit {
                 let host: Option<String> = next_host
@@ -143,7 +146,7 @@ impl Store {
                 if room == 0 {
                     continue;
                 }
-                let rows = due_for_host.query_map(params![host, now, room as i64], |row| {
+                let rows = due_for_host.query_map(params![host, now], |row| {
                     let claimed = Claimed {
                         notification_id: row.get(0)?,
                         subscription_id: row.get(1)?,
@@ -160,7 +163,7 @@ impl Store {
                     };
                     Ok((claimed, row.get::<_, i64>(9)?))
                 })?;
-                for row in rows {
+                for row in rows.take(room) {
                     let (notification, rowid) = row?;
                     claimed.push(notification);
                     rowids.push(rowid);

@@ -28,8 +28,28 @@ const IDLE_BEFORE_SHRINK: std::time::Duration = std::time::Duration::from_secs(1
 /// Largest number of jobs committed in one transaction.
 const MAX_BATCH: usize = 2048;
 
+/// Maximum time a transaction of claims and outcomes only stays open for
+/// more of them before its commit.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The kind of a queued job: whether its commit must sync the disk, and when
+/// it runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The caller acknowledges the write to a client after the commit, so
+    /// the commit syncs the disk.
+    Synced,
+    /// A write whose loss to a power cut only means a notification is sent
+    /// again (a claim). It runs at once, and its transaction may commit
+    /// without a disk sync.
+    Unsynced,
+    /// Like `Unsynced`, but it runs just before the commit, so one run
+    /// covers everything its caller gathered meanwhile (attempt outcomes).
+    UnsyncedAtCommit,
+}
+
 enum Message {
-    Job(Job),
+    Job(Job, Kind),
     Stop,
 }
 
@@ -47,14 +67,15 @@ pub struct WriterThread {
 }
 
 impl Writer {
-    /// Starts the writer thread on its own connection.
-    pub fn start(connection: Connection) -> (Writer, WriterThread) {
+    /// Starts the writer thread on its own connection. With `sync_commits`,
+    /// every transaction holding a synced write ends with a disk sync.
+    pub fn start(connection: Connection, sync_commits: bool) -> (Writer, WriterThread) {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let failures = Arc::new(AtomicU64::new(0));
         let thread_failures = failures.clone();
         let thread = std::thread::Builder::new()
             .name("hookd-writer".into())
-            .spawn(move || run(connection, receiver, &thread_failures))
+            .spawn(move || run(connection, receiver, &thread_failures, sync_commits))
             .expect("failed to spawn the writer thread");
         (
             Writer {
@@ -98,7 +119,7 @@ impl Writer {
             (succeeded, completion)
         });
         self.sender
-            .send(Message::Job(job))
+            .send(Message::Job(job, Kind::Synced))
             .map_err(|_| E::from(StoreError::WriterStopped))?;
         answer
             .recv()
@@ -130,13 +151,16 @@ impl Writer {
             (succeeded, completion)
         });
         self.sender
-            .send(Message::Job(job))
+            .send(Message::Job(job, Kind::Unsynced))
             .map_err(|_| StoreError::WriterStopped)?;
         answer.recv().map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// Queues `work` without waiting for it. `then` runs after the commit
-    /// with the job's result, or with the commit's error.
+    /// Queues `work` without waiting for it. `work` runs just before the
+    /// commit of the transaction it joins, which may skip the disk sync, so
+    /// it suits only writes whose loss to a power cut is harmless. `then`
+    /// runs after the commit with the job's result, or with the commit's
+    /// error.
     pub fn submit<T, F, C>(&self, work: F, then: C) -> Result<(), StoreError>
     where
         T: Send + 'static,
@@ -157,7 +181,7 @@ impl Writer {
             (succeeded, completion)
         });
         self.sender
-            .send(Message::Job(job))
+            .send(Message::Job(job, Kind::UnsyncedAtCommit))
             .map_err(|_| StoreError::WriterStopped)
     }
 }
@@ -173,37 +197,54 @@ impl WriterThread {
     }
 }
 
-fn run(connection: Connection, receiver: Receiver<Message>, failures: &AtomicU64) {
+fn run(
+    connection: Connection,
+    receiver: Receiver<Message>,
+    failures: &AtomicU64,
+    sync_commits: bool,
+) {
     let mut stopping = false;
     // Claims that find nothing run every few seconds, so idleness is
     // measured by rows changed, not by jobs received.
     let mut shrunk = true;
     let mut changes = connection.total_changes();
     let mut last_change = Instant::now();
+    let mut syncing = sync_commits;
+    // A synced job that arrived while an unsynced transaction was open.
+    let mut carried: Option<Job> = None;
     while !stopping {
-        let received = receiver.recv_timeout(IDLE_BEFORE_SHRINK);
-        if connection.total_changes() != changes {
-            changes = connection.total_changes();
-            last_change = Instant::now();
-            shrunk = false;
-        }
-        if !shrunk && last_change.elapsed() >= IDLE_BEFORE_SHRINK {
-            // After a busy period, give the page cache back once.
-            if let Err(error) = connection.execute_batch("PRAGMA shrink_memory") {
-                error!("cannot shrink the writer's cache: {error}");
+        let (first, first_kind) = match carried.take() {
+            Some(job) => (job, Kind::Synced),
+            None => {
+                let received = receiver.recv_timeout(IDLE_BEFORE_SHRINK);
+                if connection.total_changes() != changes {
+                    changes = connection.total_changes();
+                    last_change = Instant::now();
+                    shrunk = false;
+                }
+                if !shrunk && last_change.elapsed() >= IDLE_BEFORE_SHRINK {
+                    // After a busy period, give the page cache back once.
+                    if let Err(error) = connection.execute_batch("PRAGMA shrink_memory") {
+                        error!("cannot shrink the writer's cache: {error}");
+                    }
+                    crate::memory::release_free_memory();
+                    shrunk = true;
+                }
+                match received {
+                    Ok(Message::Job(job, kind)) => (job, kind),
+                    Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                }
             }
-            crate::memory::release_free_memory();
-            shrunk = true;
-        }
-        let first = match received {
-            Ok(Message::Job(job)) => job,
-            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => continue,
         };
-        let mut batch = vec![first];
+        let mut synced = first_kind == Kind::Synced;
+        let mut batch = vec![(first, first_kind)];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Job(job, kind)) => {
+                    synced |= kind == Kind::Synced;
+                    batch.push((job, kind));
+                }
                 Ok(Message::Stop) => {
                     stopping = true;
                     break;
@@ -211,23 +252,66 @@ fn run(connection: Connection, receiver: Receiver<Message>, failures: &AtomicU64
                 Err(_) => break,
             }
         }
-        if !commit_batch(&connection, batch) {
+
+        // A transaction of claims and outcomes only commits without a disk
+        // sync. The WAL is written in order, so the next synced commit (or
+        // checkpoint) makes it durable too, and a power cut loses at most
+        // the unsynced tail, whose notifications are then sent again.
+        let sync = sync_commits && synced;
+        if sync != syncing {
+            // SQLite changes this setting only outside a transaction.
+            let level = if sync { "FULL" } else { "NORMAL" };
+            match connection.execute_batch(&format!("PRAGMA synchronous = {level}")) {
+                Ok(()) => syncing = sync,
+                Err(error) => error!(
+                    "failed to set synchronous = {level}: {error}; this commit keeps the previous setting"
+                ),
+            }
+        }
+
+        // An unsynced transaction stays open for up to LINGER to take in
+        // more claims and outcomes, so one commit covers many of them. A
+        // claim still runs, and returns, as soon as it arrives. A synced job
+        // ends the wait and goes into the next transaction.
+        let deadline = Instant::now() + LINGER;
+        let more = || {
+            if synced || stopping || carried.is_some() {
+                return None;
+            }
+            match receiver.recv_deadline(deadline) {
+                Ok(Message::Job(job, Kind::Synced)) => {
+                    carried = Some(job);
+                    None
+                }
+                Ok(Message::Job(job, kind)) => Some((job, kind)),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    None
+                }
+                Err(_) => None,
+            }
+        };
+        if !commit_batch(&connection, batch, more) {
             failures.fetch_add(1, Ordering::SeqCst);
         }
     }
     info!("writer stopped");
 }
 
-/// Runs and commits one batch; returns false when the transaction could
-/// not begin or commit.
-fn commit_batch(connection: &Connection, batch: Vec<Job>) -> bool {
+/// Runs and commits one batch, with any jobs that `more` adds before the
+/// commit; returns false when the transaction could not begin or commit.
+fn commit_batch(
+    connection: &Connection,
+    batch: Vec<(Job, Kind)>,
+    mut more: impl FnMut() -> Option<(Job, Kind)>,
+) -> bool {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         let error = StoreError::from(error);
         error!(
             "cannot begin a write transaction for {} writes: {error}",
             batch.len()
         );
-        for job in batch {
+        for (job, _) in batch {
             let (_, completion) = job(Err(error.clone()));
             completion(None);
         }
@@ -235,7 +319,28 @@ fn commit_batch(connection: &Connection, batch: Vec<Job>) -> bool {
     }
 
     let mut completions = Vec::with_capacity(batch.len());
-    for job in batch {
+    let mut at_commit = Vec::new();
+    let mut run = |job: Job, kind: Kind| {
+        if kind == Kind::UnsyncedAtCommit {
+            at_commit.push(job);
+        } else {
+            completions.push(run_in_savepoint(connection, job));
+        }
+    };
+    let mut count = batch.len();
+    for (job, kind) in batch {
+        run(job, kind);
+    }
+    while count < MAX_BATCH {
+        match more() {
+            Some((job, kind)) => {
+                count += 1;
+                run(job, kind);
+            }
+            None => break,
+        }
+    }
+    for job in at_commit {
         completions.push(run_in_savepoint(connection, job));
     }
 
