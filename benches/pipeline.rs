@@ -81,7 +81,21 @@ fn main() {
         .position(|argument| argument == "--json")
         .and_then(|index| arguments.get(index + 1).cloned())
         .unwrap_or_else(|| "target/bench-results.json".into());
-    let scale = if smoke { Scale::smoke() } else { Scale::full() };
+    let mut scale = if smoke { Scale::smoke() } else { Scale::full() };
+    // `--clients N` sets the number of API client threads.
+    if let Some(clients) = arguments
+        .iter()
+        .position(|argument| argument == "--clients")
+        .and_then(|index| arguments.get(index + 1))
+    {
+        scale.client_threads = match clients.parse() {
+            Ok(count) if count > 0 => count,
+            _ => {
+                eprintln!("invalid --clients value {clients:?}: expected a positive whole number");
+                std::process::exit(2);
+            }
+        };
+    }
     // `--only NAME` runs one scenario after the one-to-one run it needs.
     let only = arguments
         .iter()

@@ -199,8 +199,15 @@ pub async fn authenticate(
         ));
     }
 
-    let store = state.store.clone();
-    let found = web::block(move || store.authenticate(&key, &domain)).await??;
+    // With a free read connection, the lookup runs on this thread, which saves a hand-off
+    // to the blocking thread pool on every request.
+    let found = match state.store.try_authenticate(&key, &domain) {
+        Some(found) => found?,
+        None => {
+            let store = state.store.clone();
+            web::block(move || store.authenticate(&key, &domain)).await??
+        }
+    };
     found.ok_or_else(|| {
         ApiError::Unauthorized("invalid API key or domain, or the key was revoked".into())
     })

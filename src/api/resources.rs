@@ -172,10 +172,10 @@ pub async fn create(
     reject_server_fields(&fields)?;
     validate_document(kind, &fields, state.max_document_bytes).map_err(ApiError::BadRequest)?;
 
-    let store = state.store.clone();
-    let base_url = state.base_url.clone();
-    let change = web::block(move || store.create_resource(&caller, kind, fields, base_url))
-        .await?
+    let change = state
+        .store
+        .create_resource(&caller, kind, fields, state.base_url.clone())
+        .await
         .map_err(|error| resource_error(error, kind, ""))?;
     after_change(&state, &change);
 
@@ -329,14 +329,11 @@ pub async fn update(
         }
         validate_document(kind, &client_fields, max_bytes)
     });
-    let store = state.store.clone();
-    let base_url = state.base_url.clone();
-    let lookup = id.clone();
-    let change = web::block(move || {
-        store.patch_resource(&caller, kind, &lookup, patch, validator, base_url)
-    })
-    .await?
-    .map_err(|error| resource_error(error, kind, &id))?;
+    let change = state
+        .store
+        .patch_resource(&caller, kind, &id, patch, validator, state.base_url.clone())
+        .await
+        .map_err(|error| resource_error(error, kind, &id))?;
     after_change(&state, &change);
     Ok(document_response(
         HttpResponse::Ok(),

@@ -221,23 +221,44 @@ impl Store {
     /// Finds the active user behind `key` in `domain`.
     pub fn authenticate(&self, key: &str, domain: &str) -> Result<Option<Caller>, StoreError> {
         let connection = self.reader()?;
-        let mut statement = connection.prepare_cached(
-            "SELECT u.id, u.name, d.id, d.name
-             FROM api_keys k JOIN users u ON u.id = k.user_id JOIN domains d ON d.id = u.domain_id
-             WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND d.name = ?2",
-        )?;
-        let caller = statement
-            .query_row(params![secrets::hash_api_key(key), domain], |row| {
-                Ok(Caller {
-                    user_id: row.get(0)?,
-                    user_name: row.get(1)?,
-                    domain_id: row.get(2)?,
-                    domain_name: row.get(3)?,
-                })
-            })
-            .optional()?;
-        Ok(caller)
+        find_caller(&connection, key, domain)
     }
+
+    /// Like `authenticate`, but only with a read connection that is free at
+    /// once; returns None when every connection is in use. The lookup reads
+    /// one indexed row, short enough to run on an async worker thread.
+    pub fn try_authenticate(
+        &self,
+        key: &str,
+        domain: &str,
+    ) -> Option<Result<Option<Caller>, StoreError>> {
+        let connection = self.try_reader()?;
+        Some(find_caller(&connection, key, domain))
+    }
+}
+
+/// Finds the user of an unrevoked API key in `domain`.
+fn find_caller(
+    connection: &rusqlite::Connection,
+    key: &str,
+    domain: &str,
+) -> Result<Option<Caller>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT u.id, u.name, d.id, d.name
+         FROM api_keys k JOIN users u ON u.id = k.user_id JOIN domains d ON d.id = u.domain_id
+         WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND d.name = ?2",
+    )?;
+    let caller = statement
+        .query_row(params![secrets::hash_api_key(key), domain], |row| {
+            Ok(Caller {
+                user_id: row.get(0)?,
+                user_name: row.get(1)?,
+                domain_id: row.get(2)?,
+                domain_name: row.get(3)?,
+            })
+        })
+        .optional()?;
+    Ok(caller)
 }
 
 fn domain_id(connection: &rusqlite::Connection, domain: &str) -> Result<i64, AccountError> {

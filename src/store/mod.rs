@@ -218,6 +218,11 @@ impl Store {
         Ok(self.pool.get()?)
     }
 
+    /// A read connection if one is free at once, without waiting.
+    pub fn try_reader(&self) -> Option<r2d2::PooledConnection<SqliteConnectionManager>> {
+        self.pool.try_get()
+    }
+
     pub fn writer(&self) -> &Writer {
         &self.writer
     }

@@ -56,7 +56,7 @@ fn rfc3339(ms: i64) -> String {
 impl Store {
     /// Stores a new resource for the caller and queues a notification for
     /// each of the caller's subscriptions to its kind's creation event.
-    pub fn create_resource(
+    pub async fn create_resource(
         &self,
         caller: &Caller,
         kind: Kind,
@@ -64,7 +64,7 @@ impl Store {
         base_url: String,
     ) -> Result<Change, ResourceError> {
         let caller = caller.clone();
-        self.writer().write(move |connection| {
+        self.writer().write_async(move |connection| {
             if kind == Kind::Subtasks {
                 check_task_exists(connection, caller.domain_id, &fields)?;
             }
@@ -93,6 +93,7 @@ impl Store {
                 event: Some(kind.created_event()),
             })
         })
+        .await
     }
 
     /// A resource of the caller's domain.
@@ -149,7 +150,7 @@ impl Store {
     /// null is removed, any other value replaces the field. A change of
     /// `completed` from not true to true queues the kind's completion event
     /// for the caller's subscriptions, once.
-    pub fn patch_resource(
+    pub async fn patch_resource(
         &self,
         caller: &Caller,
         kind: Kind,
@@ -160,7 +161,7 @@ impl Store {
     ) -> Result<Change, ResourceError> {
         let caller = caller.clone();
         let id = id.to_owned();
-        self.writer().write(move |connection| {
+        self.writer().write_async(move |connection| {
             let stored: Option<(String, bool)> = connection
                 .prepare_cached("SELECT document, completed FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3")?
                 .query_row(params![id, kind.as_str(), caller.domain_id], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -207,6 +208,7 @@ impl Store {
                 event: fired,
             })
         })
+        .await
     }
 }
 

@@ -102,6 +102,41 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = crossbeam_channel::bounded::<Result<T, E>>(1);
+        self.queue_synced(work, move |outcome| {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = reply.send(outcome);
+        })?;
+        answer
+            .recv()
+            .map_err(|_| E::from(StoreError::WriterStopped))?
+    }
+
+    /// Like `write`, for async callers: no thread waits for the commit.
+    pub async fn write_async<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        self.queue_synced(work, move |outcome| {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = reply.send(outcome);
+        })?;
+        answer
+            .await
+            .map_err(|_| E::from(StoreError::WriterStopped))?
+    }
+
+    /// Queues `work` for the next group commit; `reply` gets its result, or
+    /// the commit's error, after the commit.
+    fn queue_synced<T, E, F, R>(&self, work: F, reply: R) -> Result<(), E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        R: FnOnce(Result<T, E>) + Send + 'static,
+    {
         let job: Job = Box::new(move |connection| {
             let result = match connection {
                 Ok(connection) => work(connection),
@@ -113,17 +148,13 @@ impl Writer {
                     (Ok(_), Some(error)) => Err(E::from(error.clone())),
                     (result, _) => result,
                 };
-                // The caller may have given up waiting; nothing to do then.
-                let _ = reply.send(outcome);
+                reply(outcome);
             });
             (succeeded, completion)
         });
         self.sender
             .send(Message::Job(job, Kind::Synced))
-            .map_err(|_| E::from(StoreError::WriterStopped))?;
-        answer
-            .recv()
-            .map_err(|_| E::from(StoreError::WriterStopped))?
+            .map_err(|_| E::from(StoreError::WriterStopped))
     }
 
     /// Runs `work` in the next group commit and returns its result as soon
