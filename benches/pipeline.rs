@@ -28,6 +28,8 @@ struct Scale {
     backlog_events: usize,
     slow_neighbour_time: Duration,
     api_time: Duration,
+    /// API client threads. The API acknowledges an event after a synced
+    /// commit, so its rate grows with the requests that share each commit.
     client_threads: usize,
     /// Events per latency scenario; each fans out to 200 subscriptions.
     latency_events: usize,
@@ -48,7 +50,7 @@ impl Scale {
             backlog_events: 10,
             slow_neighbour_time: Duration::from_secs(5),
             api_time: Duration::from_secs(2),
-            client_threads: 8,
+            client_threads: 64,
             latency_events: 60,
             mixed_events: 100,
             idle_wait: Duration::from_secs(60),

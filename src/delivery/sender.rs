@@ -67,7 +67,11 @@ fn deliver(shared: &Arc<Shared>, agent: &ureq::Agent, claimed: Claimed) {
     METRICS.attempts.with_label_values(&[outcome.label()]).inc();
     METRICS.attempt_duration.observe(elapsed.as_secs_f64());
 
-    let jitter = random_unit();
+    // Only a retry wait uses jitter, and drawing it costs a system call.
+    let jitter = match outcome {
+        Outcome::Failed { .. } => random_unit(),
+        _ => 0.0,
+    };
     let next = settings
         .retry
         .next_step(&outcome, claimed.attempt, now_ms(), jitter);
@@ -107,6 +111,15 @@ fn log_outcome(
     host: &str,
     duration_ms: i64,
 ) {
+    // A delivery logs at info, anything else at warn; skip building a line
+    // that the log level drops.
+    let level = match outcome {
+        Outcome::Delivered { .. } => log::Level::Info,
+        _ => log::Level::Warn,
+    };
+    if !log::log_enabled!(level) {
+        return;
+    }
     let status = outcome
         .status()
         .map(|status| status.to_string())
