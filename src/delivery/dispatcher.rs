@@ -13,7 +13,7 @@ use log::{error, warn};
 use std::sync::Arc;
 
 use super::pool::SenderPool;
-use super::{HOST_QUEUE_FACTOR, Shared};
+use super::{HELD_TARGET, HOST_QUEUE_FACTOR_MAX, HOST_QUEUE_FACTOR_MIN, Shared};
 use crate::store::{Claimed, now_ms};
 
 /// Most notifications claimed in one transaction.
@@ -117,7 +117,7 @@ pub(super) fn run(shared: &Arc<Shared>, wake: Receiver<()>, jobs: Sender<Claimed
 }
 
 /// How many more notifications each host may have claimed: attempts in
-/// flight plus those held back, up to `HOST_QUEUE_FACTOR` times the cap.
+/// flight plus those held back, up to `host_limit`.
 struct HostQuotas {
     limit: usize,
     held: HashMap<String, usize>,
@@ -142,9 +142,16 @@ fn host_quotas(shared: &Shared) -> HostQuotas {
         *held.entry(host.clone()).or_insert(0) += queue.len();
     }
     HostQuotas {
-        limit: shared.settings.max_in_flight_per_host * HOST_QUEUE_FACTOR,
+        limit: host_limit(shared.settings.max_in_flight_per_host, held.len()),
         held,
     }
+}
+
+/// Returns how many claimed notifications each host may hold while
+/// `hosts` hosts hold some: an equal share of `HELD_TARGET`, kept between
+/// the minimum and maximum multiples of the per-host cap.
+fn host_limit(cap: usize, hosts: usize) -> usize {
+    (HELD_TARGET / hosts.max(1)).clamp(cap * HOST_QUEUE_FACTOR_MIN, cap * HOST_QUEUE_FACTOR_MAX)
 }
 
 /// Takes a slot for each claimed notification whose host has room and
@@ -236,5 +243,20 @@ fn return_orphans(shared: &Shared) {
     if let Err(error) = shared.store.release(orphans.clone()) {
         error!("cannot return {count} notifications to the queue: {error}; trying again");
         shared.orphans().extend(orphans);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_limit;
+
+    #[test]
+    fn host_limit_shares_target_within_bounds() {
+        // One busy host gets the largest room, many share the target, and
+        // each keeps the smallest room however many there are.
+        assert_eq!(host_limit(8, 1), 512);
+        assert_eq!(host_limit(8, 16), 256);
+        assert_eq!(host_limit(8, 1000), 128);
+        assert_eq!(host_limit(8, 0), 512);
     }
 }

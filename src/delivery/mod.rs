@@ -25,8 +25,15 @@ use destination::Guard;
 use policy::RetryPolicy;
 
 /// Claimed notifications a host may hold, as a multiple of its cap on
-/// attempts in flight: the rest of its queue stays in the database.
-const HOST_QUEUE_FACTOR: usize = 64;
+/// attempts in flight: the rest of its queue stays in the database. A host
+/// gets at least the minimum; while few hosts hold notifications, each may
+/// hold up to the maximum, as long as all of them hold at most
+/// `HELD_TARGET` together.
+const HOST_QUEUE_FACTOR_MIN: usize = 16;
+const HOST_QUEUE_FACTOR_MAX: usize = 64;
+// NOTE: beyond HELD_TARGET / (16 × cap) hosts with a backlog, the total
+// held grows with the number of such hosts (16 × cap each).
+const HELD_TARGET: usize = 4096;
 
 /// Everything the senders need from the config.
 #[derive(Debug, Clone)]
@@ -202,7 +209,7 @@ impl Shared {
                     hosts.deferred.remove(authority);
                 }
                 drop(hosts);
-                if left <= cap * HOST_QUEUE_FACTOR / 2 {
+                if left <= cap * HOST_QUEUE_FACTOR_MIN / 2 {
                     self.waker.wake();
                 }
                 if next.is_some() {
