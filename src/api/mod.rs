@@ -199,8 +199,11 @@ pub async fn authenticate(
         ));
     }
 
-    // With a free read connection, the lookup runs on this thread, which saves a hand-off
-    // to the blocking thread pool on every request.
+    // With a free read connection, the lookup runs on this thread, which
+    // saves a hand-off to the blocking thread pool on every request.
+    // NOTE: a read in WAL mode can still get SQLITE_BUSY in rare cases, such
+    // as while another connection recovers the WAL, and the busy timeout
+    // then stalls this worker thread.
     let found = match state.store.try_authenticate(&key, &domain) {
         Some(found) => found?,
         None => {
