@@ -92,8 +92,7 @@ pub async fn subscribe(
         target_key: target.key,
         max_per_user: state.max_subscriptions_per_user,
     };
-    let store = state.store.clone();
-    let created = web::block(move || store.create_subscription(new)).await?;
+    let created = state.store.create_subscription(new).await;
     let subscription = match created {
         Ok(subscription) => subscription,
         Err(SubscribeError::TargetTaken) => {

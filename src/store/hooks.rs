@@ -73,11 +73,11 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
 impl Store {
     /// Creates a subscription. The unique index on active target keys makes
     /// the second of two racing identical requests fail with `TargetTaken`.
-    pub fn create_subscription(
+    pub async fn create_subscription(
         &self,
         new: NewSubscription,
     ) -> Result<Subscription, SubscribeError> {
-        self.writer().write(move |connection| {
+        self.writer().write_async(move |connection| {
             let active: i64 = connection
                 .prepare_cached("SELECT active_subscriptions FROM users WHERE id = ?1")?
                 .query_row(params![new.user_id], |row| row.get(0))?;
@@ -122,6 +122,7 @@ impl Store {
                 }
             }
         })
+        .await
     }
 
     /// Removes the user's active subscription `id` and cancels its pending
