@@ -4,12 +4,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use log::info;
 use serde_json::{Value, json};
 
-use super::{AppState, authenticate, json_type, parse_object, read_body, rfc3339};
+use super::{AppState, authenticate, json_type, parse_object, read_body, read_short, rfc3339};
 use crate::delivery::destination::parse_target;
 use crate::error::ApiError;
 use crate::events::Event;
 use crate::metrics::METRICS;
-use crate::store::{AttemptRecord, NewSubscription, SubscribeError, Subscription};
+use crate::store::{self, AttemptRecord, NewSubscription, SubscribeError, Subscription};
 
 const SUBSCRIBE_EXAMPLE: &str =
     r#"{"target_url": "https://example.com/hooks", "event": "new_task"}"#;
@@ -153,8 +153,11 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&request, &state).await?;
-    let store = state.store.clone();
-    let subscriptions = web::block(move || store.list_subscriptions(caller.user_id)).await??;
+    let user_id = caller.user_id;
+    let subscriptions = read_short(&state, move |connection| {
+        store::list_subscriptions(connection, user_id)
+    })
+    .await?;
     let hooks: Vec<Value> = subscriptions.iter().map(subscription_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "hooks": hooks })))
 }

@@ -17,7 +17,7 @@ use crate::delivery::{Monitor, Waker};
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::secrets;
-use crate::store::{Caller, Store};
+use crate::store::{self, Caller, Store, StoreError};
 
 /// State shared by every handler.
 pub struct AppState {
@@ -199,21 +199,37 @@ pub async fn authenticate(
         ));
     }
 
-    // With a free read connection, the lookup runs on this thread, which
-    // saves a hand-off to the blocking thread pool on every request.
-    // NOTE: a read in WAL mode can still get SQLITE_BUSY in rare cases, such
-    // as while another connection recovers the WAL, and the busy timeout
-    // then stalls this worker thread.
-    let found = match state.store.try_authenticate(&key, &domain) {
-        Some(found) => found?,
-        None => {
-            let store = state.store.clone();
-            web::block(move || store.authenticate(&key, &domain)).await??
-        }
-    };
+    let found = read_short(state, move |connection| {
+        store::find_caller(connection, &key, &domain)
+    })
+    .await?;
     found.ok_or_else(|| {
         ApiError::Unauthorized("invalid API key or domain, or the key was revoked".into())
     })
+}
+
+/// Runs a short read, such as one indexed row or one user's subscriptions.
+/// With a read connection free at once, the read runs on this worker
+/// thread and saves a hand-off to the blocking thread pool. Otherwise it
+/// runs on that pool, so waiting for a connection blocks no worker.
+// NOTE: a read in WAL mode can still get SQLITE_BUSY in rare cases, such as
+// while another connection recovers the WAL, and the busy timeout then
+// stalls this worker thread.
+pub async fn read_short<T, F>(state: &AppState, read: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    if let Some(connection) = state.store.try_reader() {
+        return Ok(read(&connection)?);
+    }
+    let store = state.store.clone();
+    let result = web::block(move || {
+        let connection = store.reader()?;
+        read(&connection)
+    })
+    .await?;
+    Ok(result?)
 }
 
 /// Reads the whole request body, stopping with 413 as soon as it passes

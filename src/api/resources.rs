@@ -5,11 +5,11 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 
-use super::{AppState, authenticate, json_type, parse_object, read_body};
+use super::{AppState, authenticate, json_type, parse_object, read_body, read_short};
 use crate::error::ApiError;
 use crate::events::Kind;
 use crate::metrics::METRICS;
-use crate::store::{Change, ResourceError};
+use crate::store::{self, Change, ResourceError};
 
 /// Fields hookd sets; a client cannot.
 const SERVER_FIELDS: [&str; 4] = ["id", "created_by", "created_at", "updated_at"];
@@ -290,10 +290,12 @@ pub async fn show(
     let (kind, id) = path.into_inner();
     let kind = parse_kind(&kind)?;
     let caller = authenticate(&request, &state).await?;
-    let store = state.store.clone();
     let lookup = id.clone();
-    let resource =
-        web::block(move || store.get_resource(caller.domain_id, kind, &lookup)).await??;
+    let domain_id = caller.domain_id;
+    let resource = read_short(&state, move |connection| {
+        store::get_resource(connection, domain_id, kind, &lookup)
+    })
+    .await?;
     match resource {
         Some(resource) => Ok(document_response(HttpResponse::Ok(), resource.document)),
         None => Err(ApiError::NotFound(format!(

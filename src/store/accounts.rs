@@ -217,28 +217,10 @@ impl Store {
             })
         })
     }
-
-    /// Finds the active user behind `key` in `domain`.
-    pub fn authenticate(&self, key: &str, domain: &str) -> Result<Option<Caller>, StoreError> {
-        let connection = self.reader()?;
-        find_caller(&connection, key, domain)
-    }
-
-    /// Like `authenticate`, but only with a read connection that is free at
-    /// once; returns None when every connection is in use. The lookup reads
-    /// one indexed row, short enough to run on an async worker thread.
-    pub fn try_authenticate(
-        &self,
-        key: &str,
-        domain: &str,
-    ) -> Option<Result<Option<Caller>, StoreError>> {
-        let connection = self.try_reader()?;
-        Some(find_caller(&connection, key, domain))
-    }
 }
 
-/// Finds the user of an unrevoked API key in `domain`.
-fn find_caller(
+/// Finds the active user behind an unrevoked API key in `domain`.
+pub fn find_caller(
     connection: &rusqlite::Connection,
     key: &str,
     domain: &str,

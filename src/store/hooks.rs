@@ -1,6 +1,6 @@
 //! Subscriptions (hooks): create, list, show and remove.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Store, StoreError, now_ms, outbox};
 
@@ -140,17 +140,6 @@ impl Store {
             outbox::remove_subscription(connection, &id, "deleted", now_ms())?;
             Ok(true)
         })
-    }
-
-    /// Lists the user's active subscriptions, oldest first.
-    pub fn list_subscriptions(&self, user_id: i64) -> Result<Vec<Subscription>, StoreError> {
-        let connection = self.reader()?;
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
-             WHERE user_id = ?1 AND removed_at IS NULL ORDER BY created_at, rowid"
-        ))?;
-        let rows = statement.query_map(params![user_id], subscription_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Lists every subscription, active or removed, for operators.
@@ -416,4 +405,17 @@ fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
         response_prefix: row.get(7)?,
         response_truncated: row.get(8)?,
     })
+}
+
+/// Lists a user's active subscriptions on `connection`, oldest first.
+pub fn list_subscriptions(
+    connection: &Connection,
+    user_id: i64,
+) -> Result<Vec<Subscription>, StoreError> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
+         WHERE user_id = ?1 AND removed_at IS NULL ORDER BY created_at, rowid"
+    ))?;
+    let rows = statement.query_map(params![user_id], subscription_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

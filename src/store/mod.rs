@@ -16,13 +16,13 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-pub use accounts::{AccountError, Caller, KeyInfo, Revoked, UserInfo};
+pub use accounts::{AccountError, Caller, KeyInfo, Revoked, UserInfo, find_caller};
 pub use hooks::{
     AttemptRecord, Cursor, DeliveryPage, NewSubscription, NotificationRecord, SubscribeError,
-    Subscription,
+    Subscription, list_subscriptions,
 };
 pub use outbox::{AttemptResult, Claimed, NextStep, QueueStats, RecordedOutcome, record_attempt};
-pub use resources::{Change, Resource, ResourceError, Validator};
+pub use resources::{Change, Resource, ResourceError, Validator, get_resource};
 pub use writer::Writer;
 
 use crate::config::Synchronous;

@@ -96,27 +96,6 @@ impl Store {
         .await
     }
 
-    /// A resource of the caller's domain.
-    pub fn get_resource(
-        &self,
-        domain_id: i64,
-        kind: Kind,
-        id: &str,
-    ) -> Result<Option<Resource>, StoreError> {
-        let connection = self.reader()?;
-        let document: Option<String> = connection
-            .prepare_cached(
-                "SELECT document FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3",
-            )?
-            .query_row(params![id, kind.as_str(), domain_id], |row| row.get(0))
-            .optional()?;
-        Ok(document.map(|document| Resource {
-            id: id.to_owned(),
-            kind,
-            document,
-        }))
-    }
-
     /// Lists the documents of one kind that a user created, newest first,
     /// at most `limit` of them. `completed` keeps only completed (true) or
     /// only uncompleted (false) ones. The index `resources_user_kind`
@@ -269,4 +248,24 @@ fn queue_notifications(
         )?
         .execute(params![resource_url, now, user_id, event.as_str()])?;
     Ok(inserted)
+}
+
+/// Reads a resource of the domain `domain_id` on `connection`.
+pub fn get_resource(
+    connection: &Connection,
+    domain_id: i64,
+    kind: Kind,
+    id: &str,
+) -> Result<Option<Resource>, StoreError> {
+    let document: Option<String> = connection
+        .prepare_cached(
+            "SELECT document FROM resources WHERE id = ?1 AND kind = ?2 AND domain_id = ?3",
+        )?
+        .query_row(params![id, kind.as_str(), domain_id], |row| row.get(0))
+        .optional()?;
+    Ok(document.map(|document| Resource {
+        id: id.to_owned(),
+        kind,
+        document,
+    }))
 }
