@@ -61,7 +61,8 @@ mod tests {
         let next_millisecond = time_ordered_id(1_796_422_854_001, 0);
         assert_eq!(first.len(), 32);
         assert!(first.bytes().all(|byte| byte.is_ascii_hexdigit()));
-        assert!(first < later_in_fan_out && later_in_fan_out < next_millisecond);
+        assert!(first < later_in_fan_out);
+        assert!(later_in_fan_out < next_millisecond);
         assert_eq!(&first[..16], "01a2432565700000");
     }
 }

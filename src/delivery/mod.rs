@@ -25,10 +25,9 @@ use destination::Guard;
 use policy::RetryPolicy;
 
 /// Claimed notifications a host may hold, as a multiple of its cap on
-/// attempts in flight: the rest of its queue stays in the database. A host
-/// gets at least the minimum; while few hosts hold notifications, each may
-/// hold up to the maximum, as long as all of them hold at most
-/// `HELD_TARGET` together.
+/// attempts in flight: the rest of its queue stays in the database. Each
+/// host gets an equal share of `HELD_TARGET`, but never less than the
+/// minimum or more than the maximum multiple.
 const HOST_QUEUE_FACTOR_MIN: usize = 16;
 const HOST_QUEUE_FACTOR_MAX: usize = 64;
 // NOTE: beyond HELD_TARGET / (16 × cap) hosts with a backlog, the total

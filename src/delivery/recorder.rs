@@ -34,47 +34,41 @@ pub(super) fn record(shared: &Arc<Shared>, result: AttemptResult) {
     if !first {
         return;
     }
-    // Ids of the notifications in the job's group, kept to return them to
-    // the queue if the group cannot be stored. None until the job runs.
-    let group_ids: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
+    // The group the job recorded, kept for the step after the commit. None
+    // until the job runs.
+    let group: Arc<Mutex<Option<Vec<AttemptResult>>>> = Arc::default();
     let job_shared = shared.clone();
-    let job_group_ids = group_ids.clone();
+    let job_group = group.clone();
     let done_shared = shared.clone();
     let submitted = shared.store.writer().submit(
         move |connection| {
-            let results = std::mem::take(&mut *job_shared.recorder.waiting());
-            *lock(&job_group_ids) = Some(
-                results
-                    .iter()
-                    .map(|result| result.notification_id.clone())
-                    .collect(),
-            );
+            let taken = std::mem::take(&mut *job_shared.recorder.waiting());
+            let mut slot = lock(&job_group);
+            let results = slot.insert(taken);
             let mut outcomes = Vec::with_capacity(results.len());
-            for result in &results {
+            for result in results.iter() {
                 // An error rolls the whole group back.
                 outcomes.push(record_attempt(connection, result)?);
             }
-            Ok((results, outcomes))
+            Ok(outcomes)
         },
-        move |recorded| match recorded {
-            Ok((results, outcomes)) => finish(&done_shared, &results, outcomes),
-            Err(error) => {
-                // A job that never ran left its outcomes in the list.
-                let ids = lock(&group_ids).take().unwrap_or_else(|| {
-                    std::mem::take(&mut *done_shared.recorder.waiting())
-                        .into_iter()
-                        .map(|result| result.notification_id)
-                        .collect()
-                });
-                orphan(&done_shared, ids, &error);
+        move |recorded| {
+            // A job that never ran left its outcomes in the list.
+            let results = lock(&group)
+                .take()
+                .unwrap_or_else(|| std::mem::take(&mut *done_shared.recorder.waiting()));
+            match recorded {
+                Ok(outcomes) => finish(&done_shared, &results, outcomes),
+                Err(error) => orphan(&done_shared, results, &error),
             }
         },
     );
     if let Err(error) = submitted {
         let waiting = std::mem::take(&mut *shared.recorder.waiting());
         error!(
-            "failed to record {} attempts: {error}; their notifications are sent again after a restart",
-            waiting.len()
+            "failed to record {} attempts: {error}; their notifications are sent again after a restart notifications={}",
+            waiting.len(),
+            list_ids(&waiting)
         );
     }
 }
@@ -109,18 +103,29 @@ fn finish(shared: &Shared, results: &[AttemptResult], outcomes: Vec<RecordedOutc
 
 /// Hands notifications whose attempts could not be recorded to the
 /// dispatcher, which returns them to the queue.
-fn orphan(shared: &Shared, notification_ids: Vec<String>, error: &StoreError) {
-    const SHOWN: usize = 10;
-    let shown = notification_ids[..notification_ids.len().min(SHOWN)].join(",");
-    let more = notification_ids.len().saturating_sub(SHOWN);
+fn orphan(shared: &Shared, results: Vec<AttemptResult>, error: &StoreError) {
     error!(
-        "failed to record {} attempts: {error}; the notifications return to the queue once writes succeed notifications={shown}{}",
-        notification_ids.len(),
-        if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        }
+        "failed to record {} attempts: {error}; the notifications return to the queue once writes succeed notifications={}",
+        results.len(),
+        list_ids(&results)
     );
-    shared.orphans().extend(notification_ids);
+    shared
+        .orphans()
+        .extend(results.into_iter().map(|result| result.notification_id));
+}
+
+/// Formats the first notification ids of a group for a log line, with a
+/// count of the rest.
+fn list_ids(results: &[AttemptResult]) -> String {
+    const LISTED: usize = 10;
+    let mut listed = results
+        .iter()
+        .take(LISTED)
+        .map(|result| result.notification_id.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    if results.len() > LISTED {
+        listed.push_str(&format!(" and {} more", results.len() - LISTED));
+    }
+    listed
 }

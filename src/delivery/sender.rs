@@ -111,8 +111,8 @@ fn log_outcome(
     host: &str,
     duration_ms: i64,
 ) {
-    // A delivery logs at info, anything else at warn; skip building a line
-    // that the log level drops.
+    // A delivery logs at info and anything else at warn. A line that the
+    // log level drops is not built at all.
     let level = match outcome {
         Outcome::Delivered { .. } => log::Level::Info,
         _ => log::Level::Warn,

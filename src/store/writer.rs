@@ -103,7 +103,7 @@ impl Writer {
     {
         let (reply, answer) = crossbeam_channel::bounded::<Result<T, E>>(1);
         self.queue_synced(work, move |outcome| {
-            // The caller may have given up waiting; nothing to do then.
+            // The caller may have stopped waiting, which needs no action.
             let _ = reply.send(outcome);
         })?;
         answer
@@ -120,7 +120,7 @@ impl Writer {
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
         self.queue_synced(work, move |outcome| {
-            // The caller may have given up waiting; nothing to do then.
+            // The caller may have stopped waiting, which needs no action.
             let _ = reply.send(outcome);
         })?;
         answer
@@ -128,8 +128,8 @@ impl Writer {
             .map_err(|_| E::from(StoreError::WriterStopped))?
     }
 
-    /// Queues `work` for the next group commit; `reply` gets its result, or
-    /// the commit's error, after the commit.
+    /// Queues `work` for the next group commit. After the commit, `reply`
+    /// gets its result, or the commit's error.
     fn queue_synced<T, E, F, R>(&self, work: F, reply: R) -> Result<(), E>
     where
         T: Send + 'static,
@@ -188,10 +188,10 @@ impl Writer {
     }
 
     /// Queues `work` without waiting for it. `work` runs just before the
-    /// commit of the transaction it joins, which may skip the disk sync, so
-    /// it suits only writes whose loss to a power cut is harmless. `then`
-    /// runs after the commit with the job's result, or with the commit's
-    /// error.
+    /// commit of the transaction it joins. That commit may skip the disk
+    /// sync, so `submit` suits only writes whose loss to a power cut is
+    /// harmless. `then` runs after the commit with the job's result, or with
+    /// the commit's error.
     pub fn submit<T, F, C>(&self, work: F, then: C) -> Result<(), StoreError>
     where
         T: Send + 'static,
@@ -330,7 +330,7 @@ fn run(
 }
 
 /// Runs and commits one batch, with any jobs that `more` adds before the
-/// commit; returns false when the transaction could not begin or commit.
+/// commit. Returns false when the transaction could not begin or commit.
 fn commit_batch(
     connection: &Connection,
     batch: Vec<(Job, Kind)>,
