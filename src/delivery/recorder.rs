@@ -42,9 +42,9 @@ pub(super) fn record(shared: &Arc<Shared>, result: AttemptResult) {
     let done_shared = shared.clone();
     let submitted = shared.store.writer().submit(
         move |connection| {
-            let taken = std::mem::take(&mut *job_shared.recorder.waiting());
+            let gathered = std::mem::take(&mut *job_shared.recorder.waiting());
             let mut slot = lock(&job_group);
-            let results = slot.insert(taken);
+            let results = slot.insert(gathered);
             let mut outcomes = Vec::with_capacity(results.len());
             for result in results.iter() {
                 // An error rolls the whole group back.
